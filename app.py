@@ -1,0 +1,153 @@
+"""Compute-Energy Convergence: the Flask application factory and `python app.py`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from datetime import timedelta
+
+from flask import Flask, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+import config as config_module
+from api_clients import CarbonIntensityClient, OctopusAgileClient, build_session, shared_recorded_source
+from energy_agent import EnergyAgent
+from storage import close_db, create_schema, get_db, make_engine, make_session_factory
+
+log = logging.getLogger("cec")
+
+
+def create_app(config: dict | None = None) -> Flask:
+    """Build the app: settings, database, agents, blueprints, error handlers, CLI."""
+    app = Flask(__name__, instance_path=str(config_module.INSTANCE_DIR))
+    configure(app, config)
+    register_extensions(app)
+    register_blueprints(app)
+    register_error_handlers(app)
+    register_template_helpers(app)
+    register_cli(app)
+    return app
+
+
+def configure(app: Flask, overrides: dict | None) -> None:
+    """Environment settings, then explicit overrides (tests pass theirs here)."""
+    app.config.from_mapping(config_module.from_env())
+    app.config.from_mapping(overrides or {})
+    app.config.setdefault("SECRET_KEY", os.environ.get("SECRET_KEY") or os.urandom(32).hex())
+
+
+def register_extensions(app: Flask) -> None:
+    """Database engine and session factory, and the energy agent with its upstream clients."""
+    url = app.config["DATABASE_URL"]
+    if url.startswith("sqlite:///"):
+        os.makedirs(os.path.dirname(url.removeprefix("sqlite:///")) or ".", exist_ok=True)
+    engine = make_engine(url)
+    create_schema(engine)
+    app.extensions["engine"] = engine
+    app.extensions["session_factory"] = make_session_factory(engine)
+    timeout = (app.config["UPSTREAM_CONNECT_TIMEOUT"], app.config["UPSTREAM_READ_TIMEOUT"])
+    backoff = app.config["UPSTREAM_RETRY_BACKOFF"]
+    app.extensions["energy_agent"] = EnergyAgent(
+        mode=app.config["GRID_SOURCE"],
+        stale_after=timedelta(minutes=app.config["STALE_AFTER_MINUTES"]),
+        national_price_letter=app.config["NATIONAL_PRICE_REGION"],
+        recorded=shared_recorded_source(),
+        carbon_client=CarbonIntensityClient(
+            build_session(backoff=backoff), app.config["CARBON_INTENSITY_URL"], timeout
+        ),
+        price_client=OctopusAgileClient(build_session(backoff=backoff), app.config["OCTOPUS_URL"], timeout),
+    )
+    app.teardown_appcontext(close_db)
+
+
+def register_blueprints(app: Flask) -> None:
+    """One blueprint per interface: web pages, the REST API (/api/v1) and operations (/health)."""
+    from api_routes import api, ops
+    from web_routes import web
+
+    app.register_blueprint(web)
+    app.register_blueprint(api)
+    app.register_blueprint(ops)
+
+
+def _wants_json() -> bool:
+    return request.path.startswith(("/api/", "/health"))
+
+
+def register_error_handlers(app: Flask) -> None:
+    """JSON errors under /api and /health, pages elsewhere; never a traceback."""
+
+    def handle_http(exc: HTTPException):
+        if _wants_json():
+            body = {"error": exc.name, "message": exc.description, "status": exc.code}
+            return jsonify(body), exc.code
+        return render_template("error.html", error=exc), exc.code
+
+    def handle_unexpected(exc: Exception):
+        log.exception("unhandled error on %s", request.path)
+        from werkzeug.exceptions import InternalServerError
+
+        return handle_http(InternalServerError())
+
+    app.register_error_handler(HTTPException, handle_http)
+    app.register_error_handler(Exception, handle_unexpected)
+
+
+def register_template_helpers(app: Flask) -> None:
+    """Filters that show UTC times on the Europe/London clock."""
+    from timeutil import to_london
+
+    @app.template_filter("london")
+    def london(value, fmt="%a %d %b %H:%M"):
+        return to_london(value).strftime(fmt) if value else ""
+
+
+def register_cli(app: Flask) -> None:
+    """`flask --app app signals ...`."""
+    from cli import signals
+
+    app.cli.add_command(signals)
+
+
+def refresh_once(app: Flask) -> dict:
+    """One refresh of every feed into the store (what `signals fetch` and the refresher thread run)."""
+    with app.app_context():
+        agent: EnergyAgent = app.extensions["energy_agent"]
+        return agent.refresh(get_db(), app.config["CLOCK"]())
+
+
+def start_refresher(app: Flask) -> threading.Thread | None:
+    """Refresh in a daemon thread so that no request ever waits on an upstream API."""
+    if app.config["GRID_SOURCE"] == "recorded":
+        return None
+    stop = threading.Event()
+
+    def loop():
+        while not stop.is_set():
+            try:
+                outcome = refresh_once(app)
+                failed = [feed for feed, text in outcome.items() if not text.startswith("ok")]
+                log.info("refresh: %d feeds ok, %d failed", len(outcome) - len(failed), len(failed))
+            except Exception:  # keep refreshing whatever one cycle hit
+                log.exception("refresh cycle failed")
+            stop.wait(app.config["REFRESH_SECONDS"])
+
+    thread = threading.Thread(target=loop, name="signal-refresher", daemon=True)
+    thread.start()
+    return thread
+
+
+def main() -> None:
+    """Serve on HOST:PORT with the embedded defaults (SQLite + live data, or replayed real data offline)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app()
+    start_refresher(app)
+    log.info(
+        "serving on http://%s:%s (GRID_SOURCE=%s)", app.config["HOST"], app.config["PORT"], app.config["GRID_SOURCE"]
+    )
+    app.run(host=app.config["HOST"], port=app.config["PORT"], use_reloader=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Configuration from environment variables (12-factor), with the embedded defaults for `python app.py`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from timeutil import utcnow
+
+INSTANCE_DIR = Path(os.environ.get("INSTANCE_PATH", Path(__file__).resolve().parent / "instance"))
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def from_env() -> dict:
+    """Settings read from the environment at start-up."""
+    return {
+        "DATABASE_URL": os.environ.get("DATABASE_URL", f"sqlite:///{INSTANCE_DIR / 'cec.sqlite3'}"),
+        # auto: live APIs, falling back to last-known-good stored data, then to the recorded real data
+        "GRID_SOURCE": os.environ.get("GRID_SOURCE", "auto"),
+        "STALE_AFTER_MINUTES": _int("STALE_AFTER_MINUTES", 90),
+        "REFRESH_SECONDS": _int("REFRESH_SECONDS", 1800),
+        # National (and England/Scotland/Wales) signals have no Agile region: use this one's prices, labelled.
+        "NATIONAL_PRICE_REGION": os.environ.get("NATIONAL_PRICE_REGION", "J"),
+        "CARBON_INTENSITY_URL": os.environ.get("CARBON_INTENSITY_URL", "https://api.carbonintensity.org.uk"),
+        "OCTOPUS_URL": os.environ.get("OCTOPUS_URL", "https://api.octopus.energy"),
+        "UPSTREAM_CONNECT_TIMEOUT": float(os.environ.get("UPSTREAM_CONNECT_TIMEOUT", 3.05)),
+        "UPSTREAM_READ_TIMEOUT": float(os.environ.get("UPSTREAM_READ_TIMEOUT", 15)),
+        "UPSTREAM_RETRY_BACKOFF": float(os.environ.get("UPSTREAM_RETRY_BACKOFF", 0.5)),
+        "HOST": os.environ.get("HOST", "127.0.0.1"),
+        "PORT": _int("PORT", 5000),
+        "CLOCK": utcnow,
+    }

@@ -1,0 +1,129 @@
+"""SQLAlchemy 2 tables and sessions: SQLite file by default, PostgreSQL via DATABASE_URL."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from flask import current_app, g
+from sqlalchemy import JSON, DateTime, Float, Integer, String, Text, UniqueConstraint, create_engine
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC in Python, stored as naive UTC so SQLite and PostgreSQL behave the same."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+class Base(DeclarativeBase):
+    """Declarative base for every table."""
+
+
+class StoredCarbonSlot(Base):
+    """A half-hour of carbon intensity fetched from the live API, kept as last-known-good."""
+
+    __tablename__ = "carbon_slots"
+    __table_args__ = (UniqueConstraint("region_key", "start", name="uq_carbon_region_start"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    region_key: Mapped[str] = mapped_column(String(16), index=True)  # "national" or "1".."17"
+    start: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    end: Mapped[datetime] = mapped_column(UTCDateTime)
+    forecast: Mapped[int | None] = mapped_column(Integer)
+    actual: Mapped[int | None] = mapped_column(Integer)
+    index: Mapped[str | None] = mapped_column(String(16))
+    generation_mix: Mapped[dict | None] = mapped_column(JSON)
+    fetched_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class StoredPriceSlot(Base):
+    """A half-hour Agile unit rate fetched from Octopus, kept as last-known-good."""
+
+    __tablename__ = "price_slots"
+    __table_args__ = (UniqueConstraint("letter", "start", name="uq_price_letter_start"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    letter: Mapped[str] = mapped_column(String(1), index=True)
+    start: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    end: Mapped[datetime] = mapped_column(UTCDateTime)
+    value_inc_vat: Mapped[float] = mapped_column(Float)
+    value_exc_vat: Mapped[float | None] = mapped_column(Float)
+    product: Mapped[str | None] = mapped_column(String(64))
+    fetched_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class FeedStatus(Base):
+    """The outcome of the last refresh of one feed ("carbon:national", "carbon:13", "price:C")."""
+
+    __tablename__ = "feed_status"
+
+    feed: Mapped[str] = mapped_column(String(32), primary_key=True)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class PostcodeRegion(Base):
+    """A postcode outward code resolved to its Carbon Intensity region by the live API."""
+
+    __tablename__ = "postcode_regions"
+
+    outcode: Mapped[str] = mapped_column(String(8), primary_key=True)
+    region_id: Mapped[int | None] = mapped_column(Integer)  # None: asked for, not resolved yet
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+def normalise_url(url: str) -> str:
+    """Use the psycopg 3 driver for plain postgresql:// URLs (the form TEST_DATABASE_URL and Heroku use)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url`; SQLite gets a busy timeout so the refresher thread and requests can share it."""
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        return create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+    return create_engine(url, pool_pre_ping=True)
+
+
+def make_session_factory(engine: Engine) -> sessionmaker:
+    """A session factory bound to `engine` (expire_on_commit off: rows are read after commit)."""
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def create_schema(engine: Engine) -> None:
+    """Create any missing tables."""
+    Base.metadata.create_all(engine)
+
+
+def get_db() -> Session:
+    """The request's (or CLI command's) session, opened on first use and closed at teardown."""
+    if "db" not in g:
+        g.db = current_app.extensions["session_factory"]()
+    return g.db
+
+
+def close_db(exc: BaseException | None = None) -> None:
+    """Close the session of this app context (registered with teardown_appcontext)."""
+    db = g.pop("db", None)
+    if db is not None:
+        if exc is not None:
+            db.rollback()
+        db.close()

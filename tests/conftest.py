@@ -1,0 +1,89 @@
+"""Fixtures: `app`, `client`, `runner` on the embedded defaults (SQLite, recorded data, frozen clock),
+and `live_app` on both SQLite and PostgreSQL (TEST_DATABASE_URL) with the upstream APIs mocked."""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from app import create_app
+from storage import Base, normalise_url
+from timeutil import UTC
+
+# A Friday morning in winter (GMT), so UK time equals UTC on the pages.
+FROZEN_NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+
+
+class Clock:
+    """A settable clock for the app's CLOCK setting."""
+
+    def __init__(self, now: datetime):
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(FROZEN_NOW)
+
+
+def _make_app(database_url: str, clock: Clock, **overrides):
+    settings = {"TESTING": True, "DATABASE_URL": database_url, "GRID_SOURCE": "recorded", "CLOCK": clock}
+    settings.update(overrides)
+    app = create_app(settings)
+    return app
+
+
+@pytest.fixture
+def app(tmp_path, clock):
+    app = _make_app(f"sqlite:///{tmp_path / 'test.sqlite3'}", clock)
+    yield app
+    app.extensions["engine"].dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """The same tests on the embedded SQLite and on PostgreSQL (skipped, saying why, without TEST_DATABASE_URL)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    url = os.environ.get("TEST_DATABASE_URL")
+    if not url:
+        pytest.skip("TEST_DATABASE_URL is not set: PostgreSQL variant skipped (.ci/run sets it)")
+    engine = create_engine(normalise_url(url))
+    Base.metadata.drop_all(engine)  # each test starts from an empty schema
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def live_app(database_url, clock):
+    """GRID_SOURCE=auto against mocked upstreams; upstream retries made instant."""
+    app = _make_app(
+        database_url,
+        clock,
+        GRID_SOURCE="auto",
+        CARBON_INTENSITY_URL="https://ci.test",
+        OCTOPUS_URL="https://octopus.test",
+        UPSTREAM_RETRY_BACKOFF=0,
+    )
+    yield app
+    app.extensions["engine"].dispose()
