@@ -7,6 +7,21 @@ from datetime import date
 from flask import Blueprint, current_app, jsonify, request
 
 from energy_agent import PostcodePending, SignalUnavailable
+from job_agent import (
+    IllegalTransition,
+    NotFound,
+    ValidationFailed,
+    asset_out,
+    create_asset,
+    get_asset,
+    get_job,
+    job_out,
+    list_assets,
+    list_jobs,
+    validate,
+)
+from models import AssetSpec, JobSpec, PlanSpec
+from openapi import openapi_spec
 from regions import RegionError, parse_region
 from storage import get_db
 from timeutil import floor_slot, london_day_bounds, parse_utc
@@ -114,3 +129,118 @@ def health():
         if feed["fetched_at"] is not None:
             feed["fetched_at"] = feed["fetched_at"].strftime("%Y-%m-%dT%H:%M:%SZ")
     return jsonify(report)
+
+
+# ---- planning, jobs and assets ------------------------------------------------------------------------
+
+
+def scheduler():
+    """The app's scheduler."""
+    return current_app.extensions["scheduler"]
+
+
+def json_body() -> dict:
+    """The request's JSON object, or a 400/415 naming `body`."""
+    if not request.is_json:
+        raise ParamError("body", "send a JSON object with Content-Type: application/json")
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise ParamError("body", "the body is not a JSON object")
+    return data
+
+
+@api.errorhandler(ValidationFailed)
+def _invalid(exc: ValidationFailed):
+    return jsonify({"errors": exc.errors}), 422
+
+
+@api.errorhandler(NotFound)
+def _not_found(exc: NotFound):
+    return jsonify({"errors": [{"field": "id", "message": str(exc)}]}), 404
+
+
+@api.errorhandler(IllegalTransition)
+def _conflict(exc: IllegalTransition):
+    return jsonify({"errors": [{"field": "status", "message": str(exc)}]}), 409
+
+
+def infeasible_response(planned):
+    """422 naming the constraint that cannot be met, and by how much."""
+    why = planned.outcome
+    return jsonify({"errors": [{"field": why.constraint, "message": why.message}], "infeasible": why.as_dict()}), 422
+
+
+def json_response(model, status: int = 200):
+    """A pydantic model as a JSON response."""
+    return current_app.response_class(model.model_dump_json(), status=status, mimetype="application/json")
+
+
+@api.post("/plan")
+def plan():
+    """Dry run: the best window and region for a job, its baseline and savings, and why. Stores nothing."""
+    spec = validate(PlanSpec, json_body())
+    planned = scheduler().plan(get_db(), spec, clock())
+    if not planned.feasible:
+        return infeasible_response(planned)
+    return jsonify(planned.body())
+
+
+@api.post("/jobs")
+def create_job():
+    """Submit a job: planned, stored as scheduled, the decision recorded."""
+    spec = validate(JobSpec, json_body())
+    job, planned = scheduler().submit(get_db(), spec, clock())
+    if job is None:
+        return infeasible_response(planned)
+    response = json_response(job_out(job), 201)
+    response.headers["Location"] = f"/api/v1/jobs/{job.id}"
+    return response
+
+
+@api.get("/jobs")
+def jobs():
+    """Jobs, newest first; filter by status, region and text in the name."""
+    found = list_jobs(get_db(), request.args.get("status"), request.args.get("region"), request.args.get("q"))
+    return current_app.response_class(
+        "[" + ",".join(job_out(job).model_dump_json() for job in found) + "]", mimetype="application/json"
+    )
+
+
+@api.get("/jobs/<int:job_id>")
+def job(job_id: int):
+    """One job with its plan."""
+    return json_response(job_out(get_job(get_db(), job_id)))
+
+
+@api.post("/jobs/<int:job_id>/cancel")
+def cancel_job(job_id: int):
+    """Cancel a job that has not finished."""
+    return json_response(job_out(scheduler().cancel(get_db(), job_id, clock())))
+
+
+@api.get("/assets")
+def assets():
+    """All compute assets."""
+    return jsonify([asset_out(a).model_dump(mode="json") for a in list_assets(get_db())])
+
+
+@api.post("/assets")
+def create_asset_route():
+    """Register a compute asset."""
+    spec = validate(AssetSpec, json_body())
+    asset = create_asset(get_db(), spec, clock())
+    response = json_response(asset_out(asset), 201)
+    response.headers["Location"] = f"/api/v1/assets/{asset.id}"
+    return response
+
+
+@api.get("/assets/<int:asset_id>")
+def asset(asset_id: int):
+    """One compute asset."""
+    return json_response(asset_out(get_asset(get_db(), asset_id)))
+
+
+@api.get("/openapi.json")
+def openapi():
+    """The OpenAPI 3.1 description of this API, generated from the pydantic models."""
+    return jsonify(openapi_spec())

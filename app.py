@@ -8,14 +8,18 @@ import threading
 from datetime import timedelta
 
 from flask import Flask, jsonify, render_template, request
+from flask_wtf.csrf import CSRFProtect
 from werkzeug.exceptions import HTTPException
 
 import config as config_module
 from api_clients import CarbonIntensityClient, OctopusAgileClient, build_session, shared_recorded_source
+from audit_logger import AuditLog
 from energy_agent import EnergyAgent
-from storage import close_db, create_schema, get_db, make_engine, make_session_factory
+from scheduler import Scheduler
+from storage import close_db, get_db, make_engine, make_session_factory, upgrade_schema
 
 log = logging.getLogger("cec")
+csrf = CSRFProtect()
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -34,7 +38,9 @@ def configure(app: Flask, overrides: dict | None) -> None:
     """Environment settings, then explicit overrides (tests pass theirs here)."""
     app.config.from_mapping(config_module.from_env())
     app.config.from_mapping(overrides or {})
-    app.config.setdefault("SECRET_KEY", os.environ.get("SECRET_KEY") or os.urandom(32).hex())
+    if not app.config.get("SECRET_KEY"):
+        # Development only: a per-process key (sessions and CSRF tokens end with the process).
+        app.config["SECRET_KEY"] = os.environ.get("SECRET_KEY") or os.urandom(32).hex()
 
 
 def register_extensions(app: Flask) -> None:
@@ -43,7 +49,7 @@ def register_extensions(app: Flask) -> None:
     if url.startswith("sqlite:///"):
         os.makedirs(os.path.dirname(url.removeprefix("sqlite:///")) or ".", exist_ok=True)
     engine = make_engine(url)
-    create_schema(engine)
+    upgrade_schema(engine)
     app.extensions["engine"] = engine
     app.extensions["session_factory"] = make_session_factory(engine)
     timeout = (app.config["UPSTREAM_CONNECT_TIMEOUT"], app.config["UPSTREAM_READ_TIMEOUT"])
@@ -58,6 +64,12 @@ def register_extensions(app: Flask) -> None:
         ),
         price_client=OctopusAgileClient(build_session(backoff=backoff), app.config["OCTOPUS_URL"], timeout),
     )
+    app.extensions["scheduler"] = Scheduler(
+        energy=app.extensions["energy_agent"],
+        audit=AuditLog(app.config["AUDIT_LOG_PATH"]),
+        carbon_price_gbp_per_tonne=app.config["CARBON_PRICE_GBP_PER_TONNE"],
+    )
+    csrf.init_app(app)
     app.teardown_appcontext(close_db)
 
 
@@ -67,6 +79,7 @@ def register_blueprints(app: Flask) -> None:
     from web_routes import web
 
     app.register_blueprint(web)
+    csrf.exempt(api)  # JSON API: no cookie-authenticated forms post here
     app.register_blueprint(api)
     app.register_blueprint(ops)
 
@@ -81,6 +94,8 @@ def register_error_handlers(app: Flask) -> None:
     def handle_http(exc: HTTPException):
         if _wants_json():
             body = {"error": exc.name, "message": exc.description, "status": exc.code}
+            if exc.code in (400, 413, 415):
+                body["errors"] = [{"field": "body", "message": exc.description}]
             return jsonify(body), exc.code
         return render_template("error.html", error=exc), exc.code
 
@@ -96,18 +111,24 @@ def register_error_handlers(app: Flask) -> None:
 
 def register_template_helpers(app: Flask) -> None:
     """Filters that show UTC times on the Europe/London clock."""
-    from timeutil import to_london
+    from timeutil import parse_utc, to_london
 
     @app.template_filter("london")
     def london(value, fmt="%a %d %b %H:%M"):
         return to_london(value).strftime(fmt) if value else ""
 
+    @app.template_filter("london_iso")
+    def london_iso(value: str, fmt="%a %d %b %H:%M"):
+        """An ISO 8601 string (as stored in JSON plans) on the UK clock."""
+        return to_london(parse_utc(value)).strftime(fmt) if value else ""
+
 
 def register_cli(app: Flask) -> None:
     """`flask --app app signals ...`."""
-    from cli import signals
+    from cli import plan, signals
 
     app.cli.add_command(signals)
+    app.cli.add_command(plan)
 
 
 def refresh_once(app: Flask) -> dict:

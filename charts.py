@@ -25,7 +25,7 @@ class Chart:
     carbon_ticks: list[tuple[float, str]] = field(default_factory=list)
     price_ticks: list[tuple[float, str]] = field(default_factory=list)
     markers: list[dict] = field(default_factory=list)
-    window: tuple[float, float] | None = None
+    windows: list[tuple[float, float]] = field(default_factory=list)
     zero_price_y: float | None = None
 
 
@@ -36,8 +36,8 @@ def _nice_max(value: float) -> float:
     return value
 
 
-def signal_chart(slots: list[SignalSlot], window: tuple[datetime, datetime] | None = None) -> Chart:
-    """Chart geometry for `slots`; `window` shades a planned run, markers flag the greenest and cheapest slot."""
+def signal_chart(slots: list[SignalSlot], windows: list[tuple[datetime, datetime]] | None = None) -> Chart:
+    """Chart geometry for `slots`; `windows` shade planned runs, markers flag the greenest and cheapest slot."""
     chart = Chart()
     if not slots:
         return chart
@@ -95,6 +95,5 @@ def signal_chart(slots: list[SignalSlot], window: tuple[datetime, datetime] | No
     for name, slot in (("greenest", greenest), ("cheapest", cheapest)):
         if slot is not None:
             chart.markers.append({"name": name, "x": round((x(slot.start) + x(slot.end)) / 2, 1)})
-    if window:
-        chart.window = (x(max(window[0], t0)), x(min(window[1], t1)))
+    chart.windows = [(x(max(a, t0)), x(min(b, t1))) for a, b in windows or [] if a < t1 and b > t0]
     return chart

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import click
 from flask import current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from energy_agent import PostcodePending, SignalUnavailable
 from regions import RegionError, parse_region
@@ -57,3 +58,114 @@ def fetch():
         failed += not text.startswith(("ok", "skipped: GRID_SOURCE"))
     if failed:
         raise click.exceptions.Exit(1)
+
+
+_UNITS = {"d": 1440, "h": 60, "m": 1}
+
+
+def parse_minutes(text: str) -> int:
+    """'3h', '90m', '1h30m', '2d' or a bare number of minutes → minutes."""
+    value = text.strip().lower()
+    if value.isdigit():
+        return int(value)
+    total, number = 0, ""
+    for char in value:
+        if char.isdigit() or char == ".":
+            number += char
+        elif char in _UNITS and number:
+            total += float(number) * _UNITS[char]
+            number = ""
+        else:
+            raise click.BadParameter(f"{text!r} is not a duration like 3h, 90m, 1h30m or 2d")
+    if number:
+        raise click.BadParameter(f"{text!r}: give a unit (d, h or m) after {number}")
+    return round(total)
+
+
+@click.command("plan")
+@click.option("--duration", required=True, help="run time, e.g. 3h or 90m")
+@click.option("--power-kw", required=True, type=float, help="IT load in kW")
+@click.option("--region", "regions", multiple=True, help="allowed region (repeat); default national")
+@click.option("--asset-id", type=int, help="plan on a registered asset instead of regions")
+@click.option("--within", default="24h", show_default=True, help="the job must finish within this")
+@click.option("--objective", type=click.Choice(["carbon", "cost", "balanced"]), default="carbon", show_default=True)
+@click.option("--interruptible", is_flag=True, help="may run in several chunks")
+@click.option("--min-chunk", help="shortest chunk when interruptible, e.g. 1h")
+@click.option("--carbon-cap-kg", type=float)
+@click.option("--cost-cap-gbp", type=float)
+@click.option("--json", "as_json", is_flag=True, help="print the POST /api/v1/plan answer")
+@with_appcontext
+def plan(
+    duration,
+    power_kw,
+    regions,
+    asset_id,
+    within,
+    objective,
+    interruptible,
+    min_chunk,
+    carbon_cap_kg,
+    cost_cap_gbp,
+    as_json,
+):
+    """Print the best window for a job (like `cats`), with its savings against starting now."""
+    from job_agent import ValidationFailed, validate
+    from models import PlanSpec
+
+    now = current_app.config["CLOCK"]()
+    body = {
+        "duration_minutes": parse_minutes(duration),
+        "power_kw": power_kw,
+        "objective": objective,
+        "deadline": (now + timedelta(minutes=parse_minutes(within))).isoformat(),
+        "interruptible": interruptible,
+        "carbon_cap_kg": carbon_cap_kg,
+        "cost_cap_gbp": cost_cap_gbp,
+        "regions": list(regions) or None,
+        "asset_id": asset_id,
+        "min_chunk_minutes": parse_minutes(min_chunk) if min_chunk else None,
+    }
+    try:
+        spec = validate(PlanSpec, body)
+        planned = current_app.extensions["scheduler"].plan(get_db(), spec, now)
+    except ValidationFailed as exc:
+        raise click.UsageError(str(exc)) from exc
+    if not planned.feasible:
+        raise click.ClickException(f"cannot place the job ({planned.outcome.constraint}): {planned.outcome.message}")
+    result = planned.body()
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(format_plan(result))
+
+
+def format_plan(result: dict) -> str:
+    """A plan in the style of `cats`: start time, intensity now vs at the optimum, and the savings."""
+    from timeutil import parse_utc
+
+    placement, plan, baseline, savings = result["placement"], result["plan"], result["baseline"], result["savings"]
+    start = to_london(parse_utc(placement["start"]))
+    lines = [f"Best job start time: {start:%Y-%m-%d %H:%M %Z} (region {placement['region']})"]
+    if len(placement["slots"]) > 1:
+        for chunk in placement["slots"]:
+            lines.append(
+                f"  run {to_london(parse_utc(chunk['start'])):%a %H:%M}-{to_london(parse_utc(chunk['end'])):%H:%M}"
+            )
+    now_intensity = baseline["carbon_kg"] * 1000 / baseline["energy_kwh"]
+    best_intensity = plan["carbon_kg"] * 1000 / plan["energy_kwh"]
+    lines += [
+        f"Carbon intensity if job started now       = {now_intensity:.2f} gCO2/kWh",
+        f"Carbon intensity at optimal time          = {best_intensity:.2f} gCO2/kWh",
+        f"Emissions: {baseline['carbon_kg']:.3f} kg now, {plan['carbon_kg']:.3f} kg planned "
+        f"(saves {savings['carbon_kg']:.3f} kg, {savings['carbon_pct'] or 0:.1f} %)",
+    ]
+    if plan["cost_gbp"] is not None and baseline["cost_gbp"] is not None:
+        lines.append(
+            f"Cost: £{baseline['cost_gbp']:.2f} now, £{plan['cost_gbp']:.2f} planned "
+            f"(saves £{savings['cost_gbp']:.2f}, {savings['cost_pct'] or 0:.1f} %)"
+        )
+    else:
+        lines.append("Cost: no prices for this region")
+    explanation = result["explanation"]
+    lines.append(f"Why: {explanation['why']}; binding constraint: {explanation['binding_constraint']}")
+    return "\n".join(lines)

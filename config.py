@@ -29,6 +29,10 @@ def from_env() -> dict:
         "UPSTREAM_CONNECT_TIMEOUT": float(os.environ.get("UPSTREAM_CONNECT_TIMEOUT", 3.05)),
         "UPSTREAM_READ_TIMEOUT": float(os.environ.get("UPSTREAM_READ_TIMEOUT", 15)),
         "UPSTREAM_RETRY_BACKOFF": float(os.environ.get("UPSTREAM_RETRY_BACKOFF", 0.5)),
+        "AUDIT_LOG_PATH": os.environ.get("AUDIT_LOG_PATH", str(INSTANCE_DIR / "decisions.jsonl")),
+        # The `balanced` objective prices carbon at this (GBP per tonne CO2): a policy choice, not data.
+        "CARBON_PRICE_GBP_PER_TONNE": float(os.environ.get("CARBON_PRICE_GBP_PER_TONNE", 100)),
+        "MAX_CONTENT_LENGTH": _int("MAX_CONTENT_LENGTH", 1024 * 1024),
         "HOST": os.environ.get("HOST", "127.0.0.1"),
         "PORT": _int("PORT", 5000),
         "CLOCK": utcnow,

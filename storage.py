@@ -3,9 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 
 from flask import current_app, g
-from sqlalchemy import JSON, DateTime, Float, Integer, String, Text, UniqueConstraint, create_engine
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    text,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -87,6 +101,50 @@ class PostcodeRegion(Base):
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class Asset(Base):
+    """A compute asset (a site or cluster): its region, power envelope and PUE."""
+
+    __tablename__ = "assets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    region_id: Mapped[int] = mapped_column(Integer)
+    max_power_kw: Mapped[float] = mapped_column(Float)
+    pue: Mapped[float] = mapped_column(Float)
+    gpu_count: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Job(Base):
+    """A flexible job: what was asked, its lifecycle status, and the plan chosen for it."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    asset_id: Mapped[int | None] = mapped_column(ForeignKey("assets.id"), index=True)
+    regions: Mapped[list] = mapped_column(JSON)
+    duration_minutes: Mapped[int] = mapped_column(Integer)
+    power_kw: Mapped[float] = mapped_column(Float)
+    pue: Mapped[float] = mapped_column(Float)
+    earliest_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    deadline: Mapped[datetime] = mapped_column(UTCDateTime)
+    interruptible: Mapped[bool] = mapped_column(Boolean, default=False)
+    min_chunk_minutes: Mapped[int | None] = mapped_column(Integer)
+    objective: Mapped[str] = mapped_column(String(16))
+    carbon_cap_kg: Mapped[float | None] = mapped_column(Float)
+    cost_cap_gbp: Mapped[float | None] = mapped_column(Float)
+    inference_count: Mapped[int | None] = mapped_column(BigInteger)
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    planned_region: Mapped[str | None] = mapped_column(String(16), index=True)
+    planned_start: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    planned_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    plan: Mapped[dict | None] = mapped_column(JSON)  # placement, totals, baseline, savings, explanation
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 def normalise_url(url: str) -> str:
     """Use the psycopg 3 driver for plain postgresql:// URLs (the form TEST_DATABASE_URL and Heroku use)."""
     for prefix in ("postgresql://", "postgres://"):
@@ -108,9 +166,21 @@ def make_session_factory(engine: Engine) -> sessionmaker:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
-def create_schema(engine: Engine) -> None:
-    """Create any missing tables."""
-    Base.metadata.create_all(engine)
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Bring the database to the newest Alembic revision (PostgreSQL: one process at a time)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(7342019)"))  # workers start together
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
 
 
 def get_db() -> Session:

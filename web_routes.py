@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, render_template, request
+from datetime import datetime, timedelta
+
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 
 from charts import signal_chart
 from energy_agent import PostcodePending, SignalUnavailable
+from job_agent import (
+    STATUSES,
+    IllegalTransition,
+    NotFound,
+    ValidationFailed,
+    asset_out,
+    create_asset,
+    get_job,
+    job_out,
+    list_assets,
+    list_jobs,
+    validate,
+)
+from models import AssetSpec, JobSpec
+from openapi import openapi_spec
 from regions import RegionError, parse_region, selectable_regions
 from storage import get_db
-from timeutil import floor_slot
+from timeutil import LONDON, SLOT, UTC, floor_slot, to_london
 
 web = Blueprint("web", __name__)
 
@@ -42,3 +59,180 @@ def index():
         "cheapest": best_slots(signal.slots, lambda s: s.price_p_per_kwh) if signal else [],
     }
     return render_template("index.html", **context), status
+
+
+# ---- jobs and assets ------------------------------------------------------------------------------------
+
+JOB_FIELDS = (
+    "name",
+    "duration_minutes",
+    "power_kw",
+    "earliest_start",
+    "deadline",
+    "asset_id",
+    "objective",
+    "min_chunk_minutes",
+    "carbon_cap_kg",
+    "cost_cap_gbp",
+    "inference_count",
+    "callback_url",
+)
+
+
+def local_time_field(raw: str, field: str, errors: dict) -> str | None:
+    """A datetime-local form value (UK time) as ISO 8601 UTC, or None; a bad value is put in `errors`."""
+    if not raw:
+        return None
+    try:
+        local = datetime.fromisoformat(raw)
+    except ValueError:
+        errors[field] = "enter a date and time, e.g. 2026-01-01T09:00"
+        return None
+    if local.tzinfo is None:
+        local = local.replace(tzinfo=LONDON)
+    return local.astimezone(UTC).isoformat()
+
+
+def form_to_job(form) -> tuple[dict, dict]:
+    """The submit form as a JobSpec body, and any errors found before validation."""
+    errors: dict[str, str] = {}
+    body = {name: (form.get(name) or "").strip() or None for name in JOB_FIELDS}
+    body["earliest_start"] = local_time_field(form.get("earliest_start", ""), "earliest_start", errors)
+    body["deadline"] = local_time_field(form.get("deadline", ""), "deadline", errors)
+    body["interruptible"] = form.get("interruptible") == "on"
+    body["regions"] = [r for r in form.getlist("regions") if r] or None
+    if body["asset_id"]:
+        body["regions"] = None  # an asset fixes the region
+    body["objective"] = body["objective"] or "carbon"
+    return {k: v for k, v in body.items() if v is not None}, errors
+
+
+def form_defaults(now: datetime) -> dict:
+    """Sensible defaults: a 3 h, 10 kW job that may run any time in the next 24 h, nationally."""
+    start = floor_slot(now) + SLOT
+    return {
+        "name": "",
+        "duration_minutes": "180",
+        "power_kw": "10",
+        "objective": "carbon",
+        "earliest_start": to_london(start).strftime("%Y-%m-%dT%H:%M"),
+        "deadline": to_london(start + timedelta(hours=24)).strftime("%Y-%m-%dT%H:%M"),
+        "regions": ["national"],
+    }
+
+
+def render_job_form(values: dict, errors: dict, status: int = 200, infeasible: dict | None = None):
+    """The submit form with its values and errors beside the fields."""
+    return render_template(
+        "job_form.html",
+        values=values,
+        errors=errors,
+        infeasible=infeasible,
+        regions=selectable_regions(),
+        assets=list_assets(get_db()),
+    ), status
+
+
+@web.get("/jobs/new")
+def new_job():
+    """The submit form."""
+    return render_job_form(form_defaults(current_app.config["CLOCK"]()), {})
+
+
+@web.post("/jobs/new")
+def submit_job():
+    """Validate, plan and store a job from the form; errors go back beside the fields."""
+    values = {**request.form.to_dict(), "regions": request.form.getlist("regions")}
+    body, errors = form_to_job(request.form)
+    if errors:
+        return render_job_form(values, errors, 422)
+    try:
+        spec = validate(JobSpec, body)
+        job, planned = current_app.extensions["scheduler"].submit(get_db(), spec, current_app.config["CLOCK"]())
+    except ValidationFailed as exc:
+        return render_job_form(values, {e["field"].split(".")[0]: e["message"] for e in exc.errors}, 422)
+    if job is None:
+        why = planned.outcome
+        return render_job_form(values, {why.constraint: why.message}, 422, infeasible=why.as_dict())
+    return redirect(url_for("web.job_page", job_id=job.id), code=303)
+
+
+@web.get("/jobs")
+def jobs_page():
+    """All jobs with filters by status, region and text."""
+    filters = {key: request.args.get(key, "").strip() for key in ("status", "region", "q")}
+    try:
+        found = list_jobs(get_db(), filters["status"] or None, filters["region"] or None, filters["q"] or None)
+        error = None
+    except ValidationFailed as exc:
+        found, error = [], str(exc)
+    return render_template(
+        "jobs.html",
+        jobs=[job_out(j) for j in found],
+        filters=filters,
+        statuses=STATUSES,
+        regions=selectable_regions(),
+        error=error,
+    ), 200 if error is None else 422
+
+
+@web.get("/jobs/<int:job_id>")
+def job_page(job_id: int):
+    """A job: its window on the carbon and price chart, baseline vs plan, savings and the explanation."""
+    try:
+        job = job_out(get_job(get_db(), job_id))
+    except NotFound:
+        abort(404)
+    chart = signal = None
+    if job.placement:
+        now = current_app.config["CLOCK"]()
+        start = floor_slot(min(job.earliest_start, job.placement.start))
+        hours = min((job.deadline - start) / timedelta(hours=1), 7 * 24 + 24)
+        try:
+            signal = current_app.extensions["energy_agent"].signal(
+                get_db(), parse_region(job.placement.region), start, max(hours, 0.5), now
+            )
+            chart = signal_chart(signal.slots, [(c.start, c.end) for c in job.placement.slots])
+        except (RegionError, PostcodePending, SignalUnavailable):
+            chart = None
+    return render_template("job.html", job=job, chart=chart, signal=signal)
+
+
+@web.post("/jobs/<int:job_id>/cancel")
+def cancel_job_page(job_id: int):
+    """Cancel from the job page."""
+    try:
+        current_app.extensions["scheduler"].cancel(get_db(), job_id, current_app.config["CLOCK"]())
+    except NotFound:
+        abort(404)
+    except IllegalTransition as exc:
+        flash(str(exc))
+    return redirect(url_for("web.job_page", job_id=job_id), code=303)
+
+
+@web.route("/assets", methods=["GET", "POST"])
+def assets_page():
+    """Compute assets, and a form to register one."""
+    errors, values, status = {}, {"pue": "1.2"}, 200
+    if request.method == "POST":
+        values = request.form.to_dict()
+        body = {k: v.strip() for k, v in values.items() if k != "csrf_token" and v.strip()}
+        try:
+            create_asset(get_db(), validate(AssetSpec, body), current_app.config["CLOCK"]())
+            return redirect(url_for("web.assets_page"), code=303)
+        except ValidationFailed as exc:
+            errors, status = {e["field"]: e["message"] for e in exc.errors}, 422
+    assets = [asset_out(a) for a in list_assets(get_db())]
+    return render_template(
+        "assets.html",
+        assets=assets,
+        errors=errors,
+        values=values,
+        regions=[r for r in selectable_regions() if r.octopus_letter],
+    ), status
+
+
+@web.get("/docs")
+def docs_page():
+    """The REST API, rendered from /openapi.json."""
+    return render_template("docs.html", spec=openapi_spec())

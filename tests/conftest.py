@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -36,8 +36,14 @@ def clock() -> Clock:
     return Clock(FROZEN_NOW)
 
 
-def _make_app(database_url: str, clock: Clock, **overrides):
-    settings = {"TESTING": True, "DATABASE_URL": database_url, "GRID_SOURCE": "recorded", "CLOCK": clock}
+def _make_app(tmp_path: Path, database_url: str, clock: Clock, **overrides):
+    settings = {
+        "TESTING": True,
+        "DATABASE_URL": database_url,
+        "GRID_SOURCE": "recorded",
+        "CLOCK": clock,
+        "AUDIT_LOG_PATH": str(tmp_path / "decisions.jsonl"),
+    }
     settings.update(overrides)
     app = create_app(settings)
     return app
@@ -45,7 +51,7 @@ def _make_app(database_url: str, clock: Clock, **overrides):
 
 @pytest.fixture
 def app(tmp_path, clock):
-    app = _make_app(f"sqlite:///{tmp_path / 'test.sqlite3'}", clock)
+    app = _make_app(tmp_path, f"sqlite:///{tmp_path / 'test.sqlite3'}", clock)
     yield app
     app.extensions["engine"].dispose()
 
@@ -69,15 +75,18 @@ def database_url(request, tmp_path):
     if not url:
         pytest.skip("TEST_DATABASE_URL is not set: PostgreSQL variant skipped (.ci/run sets it)")
     engine = create_engine(normalise_url(url))
-    Base.metadata.drop_all(engine)  # each test starts from an empty schema
+    Base.metadata.drop_all(engine)  # each test starts from an empty schema, migrated afresh
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
     engine.dispose()
     return url
 
 
 @pytest.fixture
-def live_app(database_url, clock):
+def live_app(tmp_path, database_url, clock):
     """GRID_SOURCE=auto against mocked upstreams; upstream retries made instant."""
     app = _make_app(
+        tmp_path,
         database_url,
         clock,
         GRID_SOURCE="auto",

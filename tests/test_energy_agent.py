@@ -237,7 +237,7 @@ def test_postcode_is_resolved_by_refresher(live, clock):
 def test_live_mode_without_data_is_unavailable(tmp_path, clock):
     from conftest import _make_app
 
-    app = _make_app(f"sqlite:///{tmp_path / 'x.sqlite3'}", clock, GRID_SOURCE="live")
+    app = _make_app(tmp_path, f"sqlite:///{tmp_path / 'x.sqlite3'}", clock, GRID_SOURCE="live")
     with app.app_context(), pytest.raises(SignalUnavailable, match="no live data"):
         app.extensions["energy_agent"].signal(get_db(), parse_region("national"), clock.now, 4, clock.now)
     assert app.test_client().get("/api/v1/signals").status_code == 503

@@ -1,0 +1,210 @@
+"""Jobs and compute assets: validation with errors that name the field, persistence, and the lifecycle."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import String, cast, or_, select
+from sqlalchemy.orm import Session
+
+from models import CROSS_FIELD, DEFAULT_PUE, AssetOut, AssetSpec, JobOut, PlanSpec
+from regions import NATIONAL, OCTOPUS_LETTER
+from storage import Asset, Job
+
+# Legal lifecycle moves; completed, cancelled and failed are final.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "pending": frozenset({"scheduled", "cancelled", "failed"}),
+    "scheduled": frozenset({"running", "cancelled", "failed", "pending"}),
+    "running": frozenset({"completed", "failed", "cancelled"}),
+    "completed": frozenset(),
+    "cancelled": frozenset(),
+    "failed": frozenset(),
+}
+STATUSES = tuple(TRANSITIONS)
+
+
+class ValidationFailed(ValueError):
+    """Input that cannot be accepted; `errors` lists {"field", "message"}."""
+
+    def __init__(self, errors: list[dict]):
+        super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors))
+        self.errors = errors
+
+
+class IllegalTransition(ValueError):
+    """A lifecycle move that is not allowed (e.g. cancelling a completed job)."""
+
+
+class NotFound(LookupError):
+    """No such job or asset."""
+
+
+def validate(model: type[BaseModel], data) -> BaseModel:
+    """Parse `data` into `model`, or raise ValidationFailed naming every offending field."""
+    if not isinstance(data, dict):
+        raise ValidationFailed([{"field": "body", "message": "expected a JSON object"}])
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ValidationFailed(field_errors(exc)) from None
+
+
+def field_errors(exc: ValidationError) -> list[dict]:
+    """Pydantic errors as [{"field", "message"}], cross-field errors put on the field they concern."""
+    out = []
+    for error in exc.errors(include_url=False):
+        loc = [str(part) for part in error["loc"]]
+        field = ".".join(loc) if loc else CROSS_FIELD.get(error["type"], "body")
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown field"
+        out.append({"field": field, "message": message})
+    return out
+
+
+def resolve_target(db: Session, spec: PlanSpec) -> tuple[list[str], float, Asset | None]:
+    """The regions a job may run in, its PUE, and its asset: from asset_id, else regions, else national."""
+    if spec.asset_id is not None:
+        asset = db.get(Asset, spec.asset_id)
+        if asset is None:
+            raise ValidationFailed([{"field": "asset_id", "message": f"no asset with id {spec.asset_id}"}])
+        if spec.power_kw > asset.max_power_kw:
+            raise ValidationFailed(
+                [
+                    {
+                        "field": "power_kw",
+                        "message": f"{spec.power_kw} kW exceeds the maximum of asset {asset.name!r}, "
+                        f"{asset.max_power_kw} kW",
+                    }
+                ]
+            )
+        return [str(asset.region_id)], asset.pue, asset
+    return list(spec.regions or [NATIONAL]), DEFAULT_PUE, None
+
+
+def new_job(
+    spec: PlanSpec, regions: list[str], pue: float, earliest: datetime, deadline: datetime, now: datetime
+) -> Job:
+    """A job row in status `pending` (not yet added to a session)."""
+    return Job(
+        name=spec.name,
+        status="pending",
+        asset_id=spec.asset_id,
+        regions=regions,
+        duration_minutes=spec.duration_minutes,
+        power_kw=spec.power_kw,
+        pue=pue,
+        earliest_start=earliest,
+        deadline=deadline,
+        interruptible=spec.interruptible,
+        min_chunk_minutes=spec.min_chunk_minutes,
+        objective=spec.objective,
+        carbon_cap_kg=spec.carbon_cap_kg,
+        cost_cap_gbp=spec.cost_cap_gbp,
+        inference_count=spec.inference_count,
+        callback_url=spec.callback_url,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def transition(job: Job, status: str, now: datetime) -> None:
+    """Move a job to `status`, or raise IllegalTransition."""
+    if status not in TRANSITIONS[job.status]:
+        raise IllegalTransition(f"a {job.status} job cannot become {status}")
+    job.status, job.updated_at = status, now
+
+
+def get_job(db: Session, job_id: int) -> Job:
+    """The job with this id, or NotFound."""
+    job = db.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"no job with id {job_id}")
+    return job
+
+
+def list_jobs(
+    db: Session, status: str | None = None, region: str | None = None, q: str | None = None, limit: int = 200
+) -> list[Job]:
+    """Jobs, newest first, filtered by status, planned or allowed region, and text in the name."""
+    query = select(Job).order_by(Job.id.desc()).limit(limit)
+    if status:
+        if status not in TRANSITIONS:
+            raise ValidationFailed(
+                [{"field": "status", "message": f"unknown status; use one of {', '.join(STATUSES)}"}]
+            )
+        query = query.where(Job.status == status)
+    if region:
+        key = region.strip().lower()
+        # planned there, or allowed there (regions is a JSON list: match its quoted element in the text)
+        query = query.where(or_(Job.planned_region == key, cast(Job.regions, String).contains(f'"{key}"')))
+    if q:
+        query = query.where(Job.name.ilike(f"%{q.strip()}%"))
+    return list(db.scalars(query))
+
+
+def job_out(job: Job) -> JobOut:
+    """The job as the API shows it."""
+    plan = job.plan or {}
+    return JobOut.model_validate(
+        {
+            "id": job.id,
+            "name": job.name,
+            "status": job.status,
+            "asset_id": job.asset_id,
+            "regions": None if job.asset_id else job.regions,
+            "duration_minutes": job.duration_minutes,
+            "power_kw": job.power_kw,
+            "pue": job.pue,
+            "earliest_start": job.earliest_start,
+            "deadline": job.deadline,
+            "interruptible": job.interruptible,
+            "min_chunk_minutes": job.min_chunk_minutes,
+            "objective": job.objective,
+            "carbon_cap_kg": job.carbon_cap_kg,
+            "cost_cap_gbp": job.cost_cap_gbp,
+            "inference_count": job.inference_count,
+            "callback_url": job.callback_url,
+            "created_at": job.created_at,
+            "updated_at": job.updated_at,
+            **{key: plan.get(key) for key in ("placement", "plan", "baseline", "savings", "explanation")},
+        }
+    )
+
+
+def create_asset(db: Session, spec: AssetSpec, now: datetime) -> Asset:
+    """Store a new asset; the name must be unique."""
+    if db.scalar(select(Asset).where(Asset.name == spec.name)) is not None:
+        raise ValidationFailed([{"field": "name", "message": f"an asset named {spec.name!r} exists"}])
+    asset = Asset(**spec.model_dump(), created_at=now)
+    db.add(asset)
+    db.commit()
+    return asset
+
+
+def get_asset(db: Session, asset_id: int) -> Asset:
+    """The asset with this id, or NotFound."""
+    asset = db.get(Asset, asset_id)
+    if asset is None:
+        raise NotFound(f"no asset with id {asset_id}")
+    return asset
+
+
+def list_assets(db: Session) -> list[Asset]:
+    """All assets by name."""
+    return list(db.scalars(select(Asset).order_by(Asset.name)))
+
+
+def asset_out(asset: Asset) -> AssetOut:
+    """The asset as the API shows it."""
+    return AssetOut(
+        id=asset.id,
+        name=asset.name,
+        region_id=asset.region_id,
+        max_power_kw=asset.max_power_kw,
+        pue=asset.pue,
+        gpu_count=asset.gpu_count,
+        octopus_letter=OCTOPUS_LETTER[asset.region_id],
+        created_at=asset.created_at,
+    )

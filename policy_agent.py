@@ -1,0 +1,604 @@
+"""The optimiser: pure functions from (half-hourly series, job) to the best placement, its baseline and savings.
+
+No I/O and no clock: everything it needs is an argument, so the same inputs always give the same plan.
+
+Terms used in explanations (named like the penalties of an OR model):
+- `carbon_kg`   = energy_kwh × carbon_g_per_kwh / 1000 per half-hour
+- `cost_gbp`    = energy_kwh × price_p_per_kwh / 100 per half-hour
+- `carbon_cost` = carbon_kg × carbon price (£/t) / 1000, used only by the `balanced` objective
+- the score minimised: `carbon` → carbon_kg; `cost` → cost_gbp; `balanced` → cost_gbp + carbon_cost;
+  caps (`carbon_cap_kg`, `cost_cap_gbp`) are hard constraints on any objective.
+
+Exact methods: contiguous jobs scan every half-hour-aligned start with prefix sums (O(N)); interruptible
+jobs use a dynamic programme over (half-hour, slots chosen) that respects the minimum chunk length, or,
+when a cap makes the choice a constrained selection, a MILP solved to optimality by HiGHS.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+import numpy as np
+from scipy.optimize import Bounds, LinearConstraint, milp
+
+SLOT = timedelta(minutes=30)
+SLOT_HOURS = 0.5
+OBJECTIVES = ("carbon", "cost", "balanced")
+DEFAULT_CARBON_PRICE_GBP_PER_TONNE = 100.0  # a policy default, not data: set CARBON_PRICE_GBP_PER_TONNE
+EPS = 1e-9  # scores closer than this are ties (prefix-sum rounding), and ties go to the earliest start
+
+
+@dataclass(frozen=True)
+class Series:
+    """One region's consecutive half-hours: carbon (g/kWh), price (p/kWh or None) and their provenance."""
+
+    region: str
+    starts: tuple[datetime, ...]
+    carbon: tuple[float, ...]
+    price: tuple[float | None, ...]
+    carbon_kinds: tuple[str, ...] = ()
+    price_sources: tuple[str | None, ...] = ()
+
+    @property
+    def end(self) -> datetime | None:
+        """End of the last half-hour."""
+        return self.starts[-1] + SLOT if self.starts else None
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What the optimiser needs to know about a job."""
+
+    duration_minutes: int
+    power_kw: float
+    earliest_start: datetime
+    deadline: datetime
+    pue: float = 1.2
+    interruptible: bool = False
+    min_chunk_minutes: int = 30
+    objective: str = "carbon"
+    carbon_cap_kg: float | None = None
+    cost_cap_gbp: float | None = None
+    inference_count: int | None = None
+    carbon_price_gbp_per_tonne: float = DEFAULT_CARBON_PRICE_GBP_PER_TONNE
+
+    @property
+    def slots(self) -> int:
+        """Duration in half-hours, rounded up."""
+        return math.ceil(self.duration_minutes / 30)
+
+    @property
+    def min_chunk_slots(self) -> int:
+        """Minimum run length in half-hours (rounded up); the whole job when not interruptible."""
+        return self.slots if not self.interruptible else max(1, math.ceil(self.min_chunk_minutes / 30))
+
+    @property
+    def energy_per_slot_kwh(self) -> float:
+        """Facility energy per half-hour: IT power × PUE × 0.5 h."""
+        return self.power_kw * self.pue * SLOT_HOURS
+
+
+@dataclass(frozen=True)
+class Infeasible:
+    """Why no placement exists: the failing constraint (a job field), by how much, and in words."""
+
+    constraint: str
+    message: str
+    shortfall: float | None = None
+    unit: str | None = None
+    per_region: dict[str, str] = field(default_factory=dict)
+
+    feasible = False
+
+    def as_dict(self) -> dict:
+        """The infeasibility as the API reports it."""
+        return {
+            "constraint": self.constraint,
+            "message": self.message,
+            "shortfall": self.shortfall,
+            "unit": self.unit,
+            "per_region": self.per_region,
+        }
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Energy, carbon and cost of a set of half-hours (cost None where a price is missing)."""
+
+    energy_kwh: float
+    carbon_kg: float
+    cost_gbp: float | None
+
+    def as_dict(self) -> dict:
+        return {
+            "energy_kwh": round(self.energy_kwh, 6),
+            "carbon_kg": round(self.carbon_kg, 6),
+            "cost_gbp": None if self.cost_gbp is None else round(self.cost_gbp, 6),
+        }
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One considered placement: region, chosen slot indices and its score."""
+
+    region: str
+    indices: tuple[int, ...]
+    score: float
+    totals: Totals
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The chosen placement with its totals, baseline, savings and explanation."""
+
+    region: str
+    chunks: tuple[tuple[datetime, datetime], ...]
+    totals: Totals
+    baseline_region: str
+    baseline_start: datetime
+    baseline: Totals
+    explanation: dict
+    duration_slots: int
+    inference_count: int | None = None
+
+    feasible = True
+
+    @property
+    def start(self) -> datetime:
+        """Start of the first chunk."""
+        return self.chunks[0][0]
+
+    @property
+    def end(self) -> datetime:
+        """End of the last chunk."""
+        return self.chunks[-1][1]
+
+    def savings(self) -> dict:
+        """Baseline minus plan in kg, £ and %, and per inference when an inference count is known."""
+        carbon = self.baseline.carbon_kg - self.totals.carbon_kg
+        cost = None
+        if self.baseline.cost_gbp is not None and self.totals.cost_gbp is not None:
+            cost = self.baseline.cost_gbp - self.totals.cost_gbp
+        out = {
+            "carbon_kg": round(carbon, 6),
+            "cost_gbp": None if cost is None else round(cost, 6),
+            "carbon_pct": _pct(carbon, self.baseline.carbon_kg),
+            "cost_pct": None if cost is None else _pct(cost, self.baseline.cost_gbp),
+        }
+        if self.inference_count:
+            out["carbon_g_per_inference"] = round(carbon * 1000 / self.inference_count, 9)
+            out["cost_gbp_per_inference"] = None if cost is None else round(cost / self.inference_count, 12)
+        return out
+
+
+def _pct(part: float, whole: float | None) -> float | None:
+    if not whole:
+        return None
+    return round(100 * part / whole, 3)
+
+
+# ---- per-slot terms --------------------------------------------------------------------------------
+
+
+def slot_terms(series: Series, job: JobRequest) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per half-hour carbon_kg and cost_gbp (None when any price in the series is missing)."""
+    energy = job.energy_per_slot_kwh
+    kg = np.asarray(series.carbon, dtype=float) * energy / 1000
+    if any(p is None for p in series.price):
+        return kg, None
+    return kg, np.asarray(series.price, dtype=float) * energy / 100
+
+
+def slot_scores(kg: np.ndarray, gbp: np.ndarray | None, job: JobRequest) -> np.ndarray | None:
+    """The per half-hour score the objective minimises (None when it needs prices that are missing)."""
+    if job.objective == "carbon":
+        return kg
+    if gbp is None:
+        return None
+    if job.objective == "cost":
+        return gbp
+    return gbp + kg * job.carbon_price_gbp_per_tonne / 1000
+
+
+def window(series: Series, job: JobRequest) -> tuple[int, int]:
+    """Index range [lo, hi) of half-hours the job may use: from earliest start to deadline, within the data."""
+    lo = next((i for i, s in enumerate(series.starts) if s >= job.earliest_start), len(series.starts))
+    hi = lo
+    while hi < len(series.starts) and series.starts[hi] + SLOT <= job.deadline:
+        hi += 1
+    return lo, hi
+
+
+# ---- exact single-region solvers ----------------------------------------------------------------------
+
+
+def contiguous_sums(values: np.ndarray, lo: int, hi: int, n: int) -> np.ndarray:
+    """Sum of every n-long window starting at lo..hi-n, by prefix sums (O(N))."""
+    prefix = np.concatenate(([0.0], np.cumsum(values[lo:hi])))
+    return prefix[n:] - prefix[:-n]
+
+
+def best_contiguous(score, kg, gbp, lo, hi, n, job: JobRequest) -> tuple[int | None, np.ndarray]:
+    """Start index of the best feasible n-long window (ties → earliest) and all window scores (inf = excluded)."""
+    if hi - lo < n:
+        return None, np.array([])
+    scores = contiguous_sums(score, lo, hi, n)
+    feasible = np.ones_like(scores, dtype=bool)
+    if job.carbon_cap_kg is not None:
+        feasible &= contiguous_sums(kg, lo, hi, n) <= job.carbon_cap_kg + EPS
+    if job.cost_cap_gbp is not None and gbp is not None:
+        feasible &= contiguous_sums(gbp, lo, hi, n) <= job.cost_cap_gbp + EPS
+    scores = np.where(feasible, scores, np.inf)
+    if not np.isfinite(scores).any():
+        return None, scores
+    best = scores.min()
+    first = int(np.flatnonzero(scores <= best + EPS)[0])  # earliest among ties
+    return lo + first, scores
+
+
+def best_interruptible(score: np.ndarray, n: int, m: int) -> tuple[int, ...] | None:
+    """Exact best n half-hours of `score` in runs of at least m (dynamic programme, no caps)."""
+    length = len(score)
+    if length < n:
+        return None
+    prefix = np.concatenate(([0.0], np.cumsum(score)))
+    inf = np.inf
+    # best[i, k]: lowest score with k half-hours chosen among the first i, half-hour i-1 not chosen (or i == 0)
+    best = np.full((length + 2, n + 1), inf)
+    best[0, 0] = 0.0
+    parent: dict[tuple[int, int], tuple[int, int, int]] = {}  # (state i, k) -> (from i, chunk start, chunk len)
+    final = np.full(n + 1, inf)
+    final_parent: dict[int, tuple[int, int, int]] = {}
+    for i in range(length + 1):
+        row = best[i]
+        if not np.isfinite(row).any():
+            continue
+        if i == length:
+            better = row < final - EPS
+            for k in np.flatnonzero(better):
+                final[k], final_parent[int(k)] = row[k], (i, i, 0)
+            continue
+        # leave half-hour i idle
+        better = row < best[i + 1] - EPS
+        for k in np.flatnonzero(better):
+            best[i + 1, k], parent[(i + 1, int(k))] = row[k], (i, i, 0)
+        # run half-hours i .. j-1 (at least m), then j idle (or the window ends)
+        for j in range(i + m, min(length, i + n) + 1):
+            run = j - i
+            if run > n:
+                break
+            cost = prefix[j] - prefix[i]
+            cand = row[: n + 1 - run] + cost
+            if j == length:
+                target, tgt_parent, shift = final, final_parent, run
+                better = cand < target[shift:] - EPS
+                for k in np.flatnonzero(better):
+                    target[k + shift] = cand[k]
+                    tgt_parent[int(k + shift)] = (i, i, run)
+            else:
+                target = best[j + 1]
+                better = cand < target[run:] - EPS
+                for k in np.flatnonzero(better):
+                    target[k + run] = cand[k]
+                    parent[(j + 1, int(k + run))] = (i, i, run)
+    if not np.isfinite(final[n]):
+        return None
+    chosen: list[int] = []
+    i, start, run = final_parent[n]
+    k = n
+    while True:
+        chosen.extend(range(start, start + run))
+        k -= run
+        if i == 0 and k == 0:
+            break
+        i, start, run = parent[(i, k)]
+    return tuple(sorted(chosen))
+
+
+def best_interruptible_capped(score, kg, gbp, n: int, m: int, job: JobRequest) -> tuple[int, ...] | None:
+    """Exact best n half-hours in runs of at least m under carbon/cost caps: a MILP solved by HiGHS."""
+    length = len(score)
+    if length < n:
+        return None
+    # variables: x[0..L) chosen, y[0..L) a run starts here
+    c = np.concatenate([score, np.zeros(length)])
+    rows, lower, upper = [], [], []
+
+    def add(coeffs: dict[int, float], lo: float, hi: float) -> None:
+        row = np.zeros(2 * length)
+        for index, value in coeffs.items():
+            row[index] = value
+        rows.append(row)
+        lower.append(lo)
+        upper.append(hi)
+
+    add(dict.fromkeys(range(length), 1.0), n, n)
+    for t in range(length):
+        # a chosen half-hour either continues a run or starts one: x_t - x_{t-1} - y_t <= 0
+        coeffs = {t: 1.0, length + t: -1.0}
+        if t > 0:
+            coeffs[t - 1] = -1.0
+        add(coeffs, -np.inf, 0)
+        for j in range(m):
+            if t + j < length:
+                add({t + j: 1.0, length + t: -1.0}, 0, np.inf)  # a run that starts at t lasts m
+            else:
+                add({length + t: 1.0}, 0, 0)  # no run may start too close to the end
+    if job.carbon_cap_kg is not None:
+        add({t: float(kg[t]) for t in range(length)}, -np.inf, job.carbon_cap_kg)
+    if job.cost_cap_gbp is not None and gbp is not None:
+        add({t: float(gbp[t]) for t in range(length)}, -np.inf, job.cost_cap_gbp)
+    result = milp(
+        c,
+        constraints=LinearConstraint(np.array(rows), lower, upper),
+        integrality=np.ones(2 * length),
+        bounds=Bounds(0, 1),
+        options={"mip_rel_gap": 0, "time_limit": 20},
+    )
+    if result.status != 0 or result.x is None:
+        return None
+    return tuple(int(t) for t in np.flatnonzero(result.x[:length] > 0.5))
+
+
+# ---- planning over regions --------------------------------------------------------------------------
+
+
+def totals_of(indices, kg: np.ndarray, gbp: np.ndarray | None, job: JobRequest) -> Totals:
+    """Energy, carbon and cost of the chosen half-hours."""
+    idx = list(indices)
+    return Totals(
+        energy_kwh=job.energy_per_slot_kwh * len(idx),
+        carbon_kg=float(kg[idx].sum()),
+        cost_gbp=None if gbp is None else float(gbp[idx].sum()),
+    )
+
+
+def to_chunks(series: Series, indices) -> tuple[tuple[datetime, datetime], ...]:
+    """Consecutive half-hours merged into [start, end) runs."""
+    chunks: list[list[datetime]] = []
+    for i in sorted(indices):
+        start = series.starts[i]
+        if chunks and chunks[-1][1] == start:
+            chunks[-1][1] = start + SLOT
+        else:
+            chunks.append([start, start + SLOT])
+    return tuple((a, b) for a, b in chunks)
+
+
+def _infeasible_window(series: Series, job: JobRequest, lo: int, hi: int) -> Infeasible:
+    n = job.slots
+    short_minutes = (n - (hi - lo)) * 30
+    data_end = series.end
+    if data_end is not None and data_end < job.deadline and (lo == len(series.starts) or hi == len(series.starts)):
+        return Infeasible(
+            "deadline",
+            f"the data for region {series.region} ends at {data_end:%Y-%m-%d %H:%M}Z; the job needs "
+            f"{short_minutes} more minutes of data before its deadline",
+            shortfall=short_minutes,
+            unit="minutes",
+        )
+    return Infeasible(
+        "deadline",
+        f"the deadline leaves {(hi - lo) * 30} minutes after the earliest start; the job needs {n * 30} "
+        f"(deadline {short_minutes} minutes too early)",
+        shortfall=short_minutes,
+        unit="minutes",
+    )
+
+
+def _cap_infeasible(kg, gbp, lo, hi, job: JobRequest, region: str) -> Infeasible:
+    """Name the cap that cannot be met and by how much (the lowest attainable value vs the cap)."""
+    n, m = job.slots, job.min_chunk_slots
+    for name, values, cap, unit in (
+        ("carbon_cap_kg", kg, job.carbon_cap_kg, "kg"),
+        ("cost_cap_gbp", gbp, job.cost_cap_gbp, "GBP"),
+    ):
+        if cap is None or values is None:
+            continue
+        if job.interruptible:
+            best = best_interruptible(values[lo:hi], n, m)
+            lowest = float(values[lo:hi][list(best)].sum()) if best else math.inf
+        else:
+            lowest = float(contiguous_sums(values, lo, hi, n).min())
+        if lowest > cap + EPS:
+            return Infeasible(
+                name,
+                f"region {region}: the lowest attainable is {lowest:.4f} {unit}, above the cap of {cap} {unit}",
+                shortfall=round(lowest - cap, 6),
+                unit=unit,
+            )
+    return Infeasible(
+        "carbon_cap_kg",
+        f"region {region}: the carbon cap and the cost cap cannot both be met by one placement",
+        unit="kg",
+    )
+
+
+def plan_region(series: Series, job: JobRequest) -> tuple[Candidate | None, list[Candidate], Infeasible | None]:
+    """The best placement in one region, its contiguous runners-up, or why there is none."""
+    kg, gbp = slot_terms(series, job)
+    score = slot_scores(kg, gbp, job)
+    needs_prices = job.objective != "carbon" or job.cost_cap_gbp is not None
+    if score is None or (needs_prices and gbp is None):
+        return (
+            None,
+            [],
+            Infeasible(
+                "objective",
+                f"region {series.region} has no prices for every half-hour, so '{job.objective}'"
+                " or a cost cap cannot be evaluated there",
+            ),
+        )
+    lo, hi = window(series, job)
+    n, m = job.slots, job.min_chunk_slots
+    if hi - lo < n:
+        return None, [], _infeasible_window(series, job, lo, hi)
+    start, window_scores = best_contiguous(score, kg, gbp, lo, hi, n, job)
+    contiguous = [
+        Candidate(
+            series.region,
+            tuple(range(lo + i, lo + i + n)),
+            float(s),
+            totals_of(range(lo + i, lo + i + n), kg, gbp, job),
+        )
+        for i, s in enumerate(window_scores)
+        if np.isfinite(s)
+    ]
+    if job.interruptible:
+        capped = job.carbon_cap_kg is not None or job.cost_cap_gbp is not None
+        if capped:
+            chosen = best_interruptible_capped(score[lo:hi], kg[lo:hi], None if gbp is None else gbp[lo:hi], n, m, job)
+        else:
+            chosen = best_interruptible(score[lo:hi], n, m)
+        if chosen is None:
+            return None, contiguous, _cap_infeasible(kg, gbp, lo, hi, job, series.region)
+        indices = tuple(lo + i for i in chosen)
+        best = Candidate(series.region, indices, float(score[list(indices)].sum()), totals_of(indices, kg, gbp, job))
+        return best, contiguous, None
+    if start is None:
+        return None, [], _cap_infeasible(kg, gbp, lo, hi, job, series.region)
+    best = next(c for c in contiguous if c.indices[0] == start)
+    return best, contiguous, None
+
+
+def plan(job: JobRequest, regions: list[Series]) -> Plan | Infeasible:
+    """The best (region, placement) among the allowed regions, with baseline, savings and explanation."""
+    if not regions:
+        return Infeasible("regions", "no region to plan in")
+    results = [(series, *plan_region(series, job)) for series in regions]
+    feasible = [(series, best, others) for series, best, others, _ in results if best is not None]
+    reasons = {series.region: why.message for series, _, _, why in results if why is not None}
+    if not feasible:
+        first = results[0][3]
+        return Infeasible(first.constraint, first.message, first.shortfall, first.unit, per_region=reasons)
+    # lowest score wins; ties go to the earliest start, then to the earlier-listed region
+    order = {series.region: i for i, series in enumerate(regions)}
+    series, best, _ = min(
+        feasible, key=lambda f: (round(f[1].score / EPS) * EPS, f[0].starts[f[1].indices[0]], order[f[0].region])
+    )
+    baseline_series = regions[0]
+    base_kg, base_gbp = slot_terms(baseline_series, job)
+    lo, _ = window(baseline_series, job)
+    baseline_indices = range(lo, lo + job.slots)
+    if lo + job.slots > len(baseline_series.starts):
+        baseline_totals = None
+    else:
+        baseline_totals = totals_of(baseline_indices, base_kg, base_gbp, job)
+    if baseline_totals is None:
+        return Infeasible(
+            "deadline", f"no data to run the job at its earliest start in region {baseline_series.region}"
+        )
+    series_by_region = {s.region: s for s in regions}
+    explanation = explain(job, series, best, feasible, series_by_region, reasons)
+    return Plan(
+        region=series.region,
+        chunks=to_chunks(series, best.indices),
+        totals=best.totals,
+        baseline_region=baseline_series.region,
+        baseline_start=baseline_series.starts[lo],
+        baseline=baseline_totals,
+        explanation=explanation,
+        duration_slots=job.slots,
+        inference_count=job.inference_count,
+    )
+
+
+def explain(job: JobRequest, series: Series, best: Candidate, feasible, series_by_region, reasons) -> dict:
+    """Why this placement: the score terms, the binding constraint, three runners-up, and the inputs used."""
+    alternatives = [
+        c for _, _, others in feasible for c in others if c.indices != best.indices or c.region != best.region
+    ]
+    alternatives += [b for s, b, _ in feasible if b is not best and b.region != best.region]
+    alternatives.sort(key=lambda c: (c.score, series_by_region[c.region].starts[c.indices[0]]))
+    runners_up = [
+        {
+            "region": c.region,
+            "start": series_by_region[c.region].starts[c.indices[0]],
+            "end": series_by_region[c.region].starts[c.indices[-1]] + SLOT,
+            "contiguous": len(c.indices) == c.indices[-1] - c.indices[0] + 1,
+            "score": round(c.score, 6),
+            **c.totals.as_dict(),
+        }
+        for c in _distinct(alternatives)[:3]
+    ]
+    chosen = list(best.indices)
+    kinds = [series.carbon_kinds[i] for i in chosen] if series.carbon_kinds else []
+    sources = [series.price_sources[i] for i in chosen] if series.price_sources else []
+    rounded = job.slots * 30
+    return {
+        "objective": job.objective,
+        "score_terms": _score_terms(job),
+        "score": round(best.score, 6),
+        "binding_constraint": binding_constraint(job, series, best),
+        "why": _why(job, best, len(alternatives) + 1),
+        "runners_up": runners_up,
+        "inputs": {
+            "carbon": {kind: kinds.count(kind) for kind in sorted(set(kinds))},
+            "price": {(src or "missing"): sources.count(src) for src in sorted(set(sources), key=str)},
+        },
+        "duration": {
+            "requested_minutes": job.duration_minutes,
+            "planned_minutes": rounded,
+            "rounded_up": rounded != job.duration_minutes,
+        },
+        "carbon_price_gbp_per_tonne": job.carbon_price_gbp_per_tonne if job.objective == "balanced" else None,
+        "regions_excluded": reasons,
+    }
+
+
+def _distinct(candidates: list[Candidate]) -> list[Candidate]:
+    seen, out = set(), []
+    for c in candidates:
+        key = (c.region, c.indices)
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
+    return out
+
+
+def _score_terms(job: JobRequest) -> list[str]:
+    terms = {"carbon": ["carbon_kg"], "cost": ["cost_gbp"], "balanced": ["cost_gbp", "carbon_cost"]}[job.objective]
+    caps = [f"carbon_kg <= {job.carbon_cap_kg}"] if job.carbon_cap_kg is not None else []
+    caps += [f"cost_gbp <= {job.cost_cap_gbp}"] if job.cost_cap_gbp is not None else []
+    return terms + [f"subject to {c}" for c in caps]
+
+
+def _why(job: JobRequest, best: Candidate, considered: int) -> str:
+    measure = {"carbon": "total carbon", "cost": "total cost", "balanced": "cost plus carbon cost"}[job.objective]
+    shape = "half-hours" if job.interruptible else "window"
+    caps = " within the caps" if job.carbon_cap_kg is not None or job.cost_cap_gbp is not None else ""
+    return f"lowest {measure}{caps} among {considered} candidate placements; this {shape} scores {best.score:.4f}"
+
+
+def binding_cap(job: JobRequest, series: Series) -> str | None:
+    """The cap that changed the choice: the uncapped best placement would break it."""
+    if job.carbon_cap_kg is None and job.cost_cap_gbp is None:
+        return None
+    free, _, _ = plan_region(series, replace(job, carbon_cap_kg=None, cost_cap_gbp=None))
+    if free is None:
+        return None
+    if job.carbon_cap_kg is not None and free.totals.carbon_kg > job.carbon_cap_kg + EPS:
+        return "carbon_cap_kg"
+    if (
+        job.cost_cap_gbp is not None
+        and free.totals.cost_gbp is not None
+        and free.totals.cost_gbp > job.cost_cap_gbp + EPS
+    ):
+        return "cost_cap_gbp"
+    return None
+
+
+def binding_constraint(job: JobRequest, series: Series, best: Candidate) -> str:
+    """Which constraint shaped the choice: a cap it had to respect, the deadline, the earliest start, or none."""
+    cap = binding_cap(job, series)
+    if cap:
+        return cap
+    lo, hi = window(series, job)
+    if best.indices[-1] == hi - 1:
+        data_limited = series.end is not None and series.end < job.deadline and hi == len(series.starts)
+        return "data_horizon" if data_limited else "deadline"
+    if best.indices[0] == lo:
+        return "earliest_start"
+    return "none"
