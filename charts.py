@@ -30,9 +30,10 @@ class Chart:
 
 
 def _nice_max(value: float) -> float:
-    for step in (10, 20, 25, 50, 100, 200, 500):
-        if value <= step * 5:
-            return step * max(1, -(-value // step))
+    """The smallest 4 × a round step at or above `value`, so the four tick labels are whole numbers."""
+    for step in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000):
+        if value <= 4 * step:
+            return 4 * step
     return value
 
 

@@ -17,8 +17,10 @@ when a cap makes the choice a constrained selection, a MILP solved to optimality
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import cached_property
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
@@ -45,6 +47,18 @@ class Series:
     def end(self) -> datetime | None:
         """End of the last half-hour."""
         return self.starts[-1] + SLOT if self.starts else None
+
+    @cached_property
+    def carbon_array(self) -> np.ndarray:
+        """Carbon intensity as an array (computed once per series)."""
+        return np.asarray(self.carbon, dtype=float)
+
+    @cached_property
+    def price_array(self) -> np.ndarray | None:
+        """Prices as an array, or None when any half-hour has no price."""
+        if any(p is None for p in self.price):
+            return None
+        return np.asarray(self.price, dtype=float)
 
 
 @dataclass(frozen=True)
@@ -185,10 +199,8 @@ def _pct(part: float, whole: float | None) -> float | None:
 def slot_terms(series: Series, job: JobRequest) -> tuple[np.ndarray, np.ndarray | None]:
     """Per half-hour carbon_kg and cost_gbp (None when any price in the series is missing)."""
     energy = job.energy_per_slot_kwh
-    kg = np.asarray(series.carbon, dtype=float) * energy / 1000
-    if any(p is None for p in series.price):
-        return kg, None
-    return kg, np.asarray(series.price, dtype=float) * energy / 100
+    prices = series.price_array
+    return series.carbon_array * (energy / 1000), None if prices is None else prices * (energy / 100)
 
 
 def slot_scores(kg: np.ndarray, gbp: np.ndarray | None, job: JobRequest) -> np.ndarray | None:
@@ -204,11 +216,9 @@ def slot_scores(kg: np.ndarray, gbp: np.ndarray | None, job: JobRequest) -> np.n
 
 def window(series: Series, job: JobRequest) -> tuple[int, int]:
     """Index range [lo, hi) of half-hours the job may use: from earliest start to deadline, within the data."""
-    lo = next((i for i, s in enumerate(series.starts) if s >= job.earliest_start), len(series.starts))
-    hi = lo
-    while hi < len(series.starts) and series.starts[hi] + SLOT <= job.deadline:
-        hi += 1
-    return lo, hi
+    lo = bisect_left(series.starts, job.earliest_start)
+    hi = bisect_right(series.starts, job.deadline - SLOT)
+    return lo, max(lo, hi)
 
 
 # ---- exact single-region solvers ----------------------------------------------------------------------
@@ -216,26 +226,60 @@ def window(series: Series, job: JobRequest) -> tuple[int, int]:
 
 def contiguous_sums(values: np.ndarray, lo: int, hi: int, n: int) -> np.ndarray:
     """Sum of every n-long window starting at lo..hi-n, by prefix sums (O(N))."""
-    prefix = np.concatenate(([0.0], np.cumsum(values[lo:hi])))
+    prefix = np.empty(hi - lo + 1)
+    prefix[0] = 0.0
+    np.cumsum(values[lo:hi], out=prefix[1:])
     return prefix[n:] - prefix[:-n]
 
 
-def best_contiguous(score, kg, gbp, lo, hi, n, job: JobRequest) -> tuple[int | None, np.ndarray]:
-    """Start index of the best feasible n-long window (ties → earliest) and all window scores (inf = excluded)."""
-    if hi - lo < n:
-        return None, np.array([])
-    scores = contiguous_sums(score, lo, hi, n)
-    feasible = np.ones_like(scores, dtype=bool)
+@dataclass(frozen=True)
+class Windows:
+    """Every n-long contiguous window from `lo`: its score, carbon and cost (score inf = excluded by a cap)."""
+
+    lo: int
+    n: int
+    scores: np.ndarray
+    kg: np.ndarray
+    gbp: np.ndarray | None
+
+    def candidate(self, region: str, i: int, energy_per_slot: float) -> Candidate:
+        """The i-th window as a Candidate."""
+        totals = Totals(energy_per_slot * self.n, float(self.kg[i]), None if self.gbp is None else float(self.gbp[i]))
+        return Candidate(region, tuple(range(self.lo + i, self.lo + i + self.n)), float(self.scores[i]), totals)
+
+    def ranked(self, count: int) -> list[int]:
+        """Indices of the `count` best feasible windows: the best first (ties to the earliest), then by score."""
+        lowest = self.scores[np.argmin(self.scores)]
+        if not np.isfinite(lowest):
+            return []
+        best = int(np.argmax(self.scores <= lowest + EPS))  # the first of any ties
+        if count == 1:
+            return [best]
+        order = np.argsort(self.scores, kind="stable")[: count + 1]
+        rest = [int(i) for i in order if i != best and np.isfinite(self.scores[i])]
+        return [best, *rest][:count]
+
+    @property
+    def feasible(self) -> int:
+        """How many windows respect every cap."""
+        return int(np.isfinite(self.scores).sum())
+
+
+def contiguous_windows(kg, gbp, lo, hi, n, job: JobRequest) -> Windows:
+    """Score, carbon and cost of every n-long window in [lo, hi), caps applied (O(N) prefix sums)."""
+    kg_sums = contiguous_sums(kg, lo, hi, n)
+    gbp_sums = None if gbp is None else contiguous_sums(gbp, lo, hi, n)
+    if job.objective == "carbon":
+        scores = kg_sums.copy()
+    elif job.objective == "cost":
+        scores = gbp_sums.copy()
+    else:
+        scores = gbp_sums + kg_sums * (job.carbon_price_gbp_per_tonne / 1000)
     if job.carbon_cap_kg is not None:
-        feasible &= contiguous_sums(kg, lo, hi, n) <= job.carbon_cap_kg + EPS
-    if job.cost_cap_gbp is not None and gbp is not None:
-        feasible &= contiguous_sums(gbp, lo, hi, n) <= job.cost_cap_gbp + EPS
-    scores = np.where(feasible, scores, np.inf)
-    if not np.isfinite(scores).any():
-        return None, scores
-    best = scores.min()
-    first = int(np.flatnonzero(scores <= best + EPS)[0])  # earliest among ties
-    return lo + first, scores
+        scores[kg_sums > job.carbon_cap_kg + EPS] = np.inf
+    if job.cost_cap_gbp is not None and gbp_sums is not None:
+        scores[gbp_sums > job.cost_cap_gbp + EPS] = np.inf
+    return Windows(lo, n, scores, kg_sums, gbp_sums)
 
 
 def best_interruptible(score: np.ndarray, n: int, m: int) -> tuple[int, ...] | None:
@@ -416,51 +460,41 @@ def _cap_infeasible(kg, gbp, lo, hi, job: JobRequest, region: str) -> Infeasible
     )
 
 
-def plan_region(series: Series, job: JobRequest) -> tuple[Candidate | None, list[Candidate], Infeasible | None]:
-    """The best placement in one region, its contiguous runners-up, or why there is none."""
+RUNNERS_UP = 3
+
+
+def plan_region(series: Series, job: JobRequest) -> tuple[Candidate | None, list[Candidate], int, Infeasible | None]:
+    """The best placement in one region, its best contiguous alternatives, how many were feasible, or why none."""
     kg, gbp = slot_terms(series, job)
     score = slot_scores(kg, gbp, job)
     needs_prices = job.objective != "carbon" or job.cost_cap_gbp is not None
     if score is None or (needs_prices and gbp is None):
-        return (
-            None,
-            [],
-            Infeasible(
-                "objective",
-                f"region {series.region} has no prices for every half-hour, so '{job.objective}'"
-                " or a cost cap cannot be evaluated there",
-            ),
+        why = Infeasible(
+            "objective",
+            f"region {series.region} has no prices for every half-hour, so '{job.objective}'"
+            " or a cost cap cannot be evaluated there",
         )
+        return None, [], 0, why
     lo, hi = window(series, job)
     n, m = job.slots, job.min_chunk_slots
     if hi - lo < n:
-        return None, [], _infeasible_window(series, job, lo, hi)
-    start, window_scores = best_contiguous(score, kg, gbp, lo, hi, n, job)
-    contiguous = [
-        Candidate(
-            series.region,
-            tuple(range(lo + i, lo + i + n)),
-            float(s),
-            totals_of(range(lo + i, lo + i + n), kg, gbp, job),
-        )
-        for i, s in enumerate(window_scores)
-        if np.isfinite(s)
-    ]
+        return None, [], 0, _infeasible_window(series, job, lo, hi)
+    windows = contiguous_windows(kg, gbp, lo, hi, n, job)
+    energy = job.energy_per_slot_kwh
+    ranked = [windows.candidate(series.region, i, energy) for i in windows.ranked(RUNNERS_UP + 1)]
     if job.interruptible:
-        capped = job.carbon_cap_kg is not None or job.cost_cap_gbp is not None
-        if capped:
+        if job.carbon_cap_kg is not None or job.cost_cap_gbp is not None:
             chosen = best_interruptible_capped(score[lo:hi], kg[lo:hi], None if gbp is None else gbp[lo:hi], n, m, job)
         else:
             chosen = best_interruptible(score[lo:hi], n, m)
         if chosen is None:
-            return None, contiguous, _cap_infeasible(kg, gbp, lo, hi, job, series.region)
+            return None, ranked, 0, _cap_infeasible(kg, gbp, lo, hi, job, series.region)
         indices = tuple(lo + i for i in chosen)
         best = Candidate(series.region, indices, float(score[list(indices)].sum()), totals_of(indices, kg, gbp, job))
-        return best, contiguous, None
-    if start is None:
-        return None, [], _cap_infeasible(kg, gbp, lo, hi, job, series.region)
-    best = next(c for c in contiguous if c.indices[0] == start)
-    return best, contiguous, None
+        return best, [c for c in ranked if c.indices != indices], windows.feasible + 1, None
+    if not ranked:
+        return None, [], 0, _cap_infeasible(kg, gbp, lo, hi, job, series.region)
+    return ranked[0], ranked[1:], windows.feasible, None
 
 
 def plan(job: JobRequest, regions: list[Series]) -> Plan | Infeasible:
@@ -468,28 +502,23 @@ def plan(job: JobRequest, regions: list[Series]) -> Plan | Infeasible:
     if not regions:
         return Infeasible("regions", "no region to plan in")
     results = [(series, *plan_region(series, job)) for series in regions]
-    feasible = [(series, best, others) for series, best, others, _ in results if best is not None]
-    reasons = {series.region: why.message for series, _, _, why in results if why is not None}
+    feasible = [(series, best, others, count) for series, best, others, count, _ in results if best is not None]
+    reasons = {series.region: why.message for series, _, _, _, why in results if why is not None}
     if not feasible:
-        first = results[0][3]
+        first = results[0][4]
         return Infeasible(first.constraint, first.message, first.shortfall, first.unit, per_region=reasons)
     # lowest score wins; ties go to the earliest start, then to the earlier-listed region
     order = {series.region: i for i, series in enumerate(regions)}
-    series, best, _ = min(
-        feasible, key=lambda f: (round(f[1].score / EPS) * EPS, f[0].starts[f[1].indices[0]], order[f[0].region])
-    )
+    lowest = min(f[1].score for f in feasible)
+    tied = [f for f in feasible if f[1].score <= lowest + EPS]
+    series, best, _, _ = min(tied, key=lambda f: (f[0].starts[f[1].indices[0]], order[f[0].region]))
     baseline_series = regions[0]
-    base_kg, base_gbp = slot_terms(baseline_series, job)
     lo, _ = window(baseline_series, job)
-    baseline_indices = range(lo, lo + job.slots)
     if lo + job.slots > len(baseline_series.starts):
-        baseline_totals = None
-    else:
-        baseline_totals = totals_of(baseline_indices, base_kg, base_gbp, job)
-    if baseline_totals is None:
         return Infeasible(
             "deadline", f"no data to run the job at its earliest start in region {baseline_series.region}"
         )
+    baseline_totals = totals_of(range(lo, lo + job.slots), *slot_terms(baseline_series, job), job)
     series_by_region = {s.region: s for s in regions}
     explanation = explain(job, series, best, feasible, series_by_region, reasons)
     return Plan(
@@ -508,10 +537,11 @@ def plan(job: JobRequest, regions: list[Series]) -> Plan | Infeasible:
 def explain(job: JobRequest, series: Series, best: Candidate, feasible, series_by_region, reasons) -> dict:
     """Why this placement: the score terms, the binding constraint, three runners-up, and the inputs used."""
     alternatives = [
-        c for _, _, others in feasible for c in others if c.indices != best.indices or c.region != best.region
+        c for _, _, others, _ in feasible for c in others if (c.region, c.indices) != (best.region, best.indices)
     ]
-    alternatives += [b for s, b, _ in feasible if b is not best and b.region != best.region]
-    alternatives.sort(key=lambda c: (c.score, series_by_region[c.region].starts[c.indices[0]]))
+    alternatives += [b for _, b, _, _ in feasible if b is not best]
+    alternatives.sort(key=lambda c: (round(c.score / EPS) * EPS, series_by_region[c.region].starts[c.indices[0]]))
+    considered = sum(count for _, _, _, count in feasible)
     runners_up = [
         {
             "region": c.region,
@@ -532,7 +562,7 @@ def explain(job: JobRequest, series: Series, best: Candidate, feasible, series_b
         "score_terms": _score_terms(job),
         "score": round(best.score, 6),
         "binding_constraint": binding_constraint(job, series, best),
-        "why": _why(job, best, len(alternatives) + 1),
+        "why": _why(job, best, considered),
         "runners_up": runners_up,
         "inputs": {
             "carbon": {kind: kinds.count(kind) for kind in sorted(set(kinds))},
@@ -567,7 +597,7 @@ def _score_terms(job: JobRequest) -> list[str]:
 
 def _why(job: JobRequest, best: Candidate, considered: int) -> str:
     measure = {"carbon": "total carbon", "cost": "total cost", "balanced": "cost plus carbon cost"}[job.objective]
-    shape = "half-hours" if job.interruptible else "window"
+    shape = "set of half-hours" if job.interruptible else "window"
     caps = " within the caps" if job.carbon_cap_kg is not None or job.cost_cap_gbp is not None else ""
     return f"lowest {measure}{caps} among {considered} candidate placements; this {shape} scores {best.score:.4f}"
 
@@ -576,7 +606,7 @@ def binding_cap(job: JobRequest, series: Series) -> str | None:
     """The cap that changed the choice: the uncapped best placement would break it."""
     if job.carbon_cap_kg is None and job.cost_cap_gbp is None:
         return None
-    free, _, _ = plan_region(series, replace(job, carbon_cap_kg=None, cost_cap_gbp=None))
+    free = plan_region(series, replace(job, carbon_cap_kg=None, cost_cap_gbp=None))[0]
     if free is None:
         return None
     if job.carbon_cap_kg is not None and free.totals.carbon_kg > job.carbon_cap_kg + EPS:
