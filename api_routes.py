@@ -123,8 +123,10 @@ def signals():
 
 @ops.get("/health")
 def health():
-    """Where the signal's numbers come from and whether they are stale."""
+    """Where the signal's numbers come from, whether they are stale, and any torn audit lines."""
     report = agent().health(get_db(), clock())
+    torn = scheduler().audit.torn_events()
+    report["audit"] = {"torn_lines": len(torn), "torn_path": str(scheduler().audit.torn_path) if torn else None}
     for feed in report["signals"].values():
         if feed["fetched_at"] is not None:
             feed["fetched_at"] = feed["fetched_at"].strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -244,3 +246,33 @@ def asset(asset_id: int):
 def openapi():
     """The OpenAPI 3.1 description of this API, generated from the pydantic models."""
     return jsonify(openapi_spec())
+
+
+def int_param(name: str, default: int | None, lo: int, hi: int) -> int | None:
+    """An optional whole-number query parameter within [lo, hi]."""
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.strip().isdigit() or not lo <= int(raw) <= hi:
+        raise ParamError(name, f"{name} must be a whole number from {lo} to {hi}, not {raw!r}")
+    return int(raw)
+
+
+def decision_filters() -> dict:
+    """job_id, kind and limit from the query string, validated."""
+    kind = request.args.get("kind") or None
+    if kind is not None and (len(kind) > 32 or not kind.replace("_", "").isalpha()):
+        raise ParamError("kind", "kind is a word such as plan, replan, dispatch, cancel")
+    return {"job_id": int_param("job_id", None, 1, 2**62), "kind": kind, "limit": int_param("limit", 100, 1, 1000)}
+
+
+def recent_decisions(job_id: int | None, kind: str | None, limit: int) -> list[dict]:
+    """The newest `limit` decisions matching the filters, newest first."""
+    found = list(scheduler().audit.iter_decisions(job_id=job_id, kind=kind))
+    return found[::-1][:limit]
+
+
+@api.get("/decisions")
+def decisions():
+    """Audit records, newest first: filter by job_id and kind; limit 1-1000 (default 100)."""
+    return jsonify({"decisions": recent_decisions(**decision_filters())})

@@ -125,8 +125,9 @@ def register_template_helpers(app: Flask) -> None:
 
 def register_cli(app: Flask) -> None:
     """`flask --app app signals ...`."""
-    from cli import plan, signals
+    from cli import audit, plan, signals
 
+    app.cli.add_command(audit)
     app.cli.add_command(signals)
     app.cli.add_command(plan)
 

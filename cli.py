@@ -169,3 +169,34 @@ def format_plan(result: dict) -> str:
     explanation = result["explanation"]
     lines.append(f"Why: {explanation['why']}; binding constraint: {explanation['binding_constraint']}")
     return "\n".join(lines)
+
+
+@click.group(cls=AppGroup)
+def audit():
+    """The decision audit log."""
+
+
+@audit.command("verify")
+@click.option("--path", type=click.Path(dir_okay=False), help="a log file other than the app's AUDIT_LOG_PATH")
+def verify(path: str | None):
+    """Check every record's hash and link; exit 1 at the first break or if the file lost its tail."""
+    from audit_logger import AuditLog, verify_file
+    from storage import audit_checkpoint
+
+    target = path or current_app.config["AUDIT_LOG_PATH"]
+    result = verify_file(target)
+    click.echo(f"{target}: {result.good} good records")
+    if not result.ok:
+        click.echo(f"first bad line: {result.bad_line} ({result.reason})")
+        raise click.exceptions.Exit(1)
+    if path is None:  # the app's own log: compare with the checkpoint the database keeps
+        head = audit_checkpoint(get_db())
+        if head is not None and head.seq > result.good:
+            click.echo(f"truncated: the database saw record {head.seq} but the file ends at record {result.good}")
+            raise click.exceptions.Exit(1)
+        if head is not None and head.seq:
+            seen = next(r for r in AuditLog(target).iter_decisions() if r["seq"] == head.seq)
+            if seen["hash"] != head.hash:
+                click.echo(f"rewritten: record {head.seq} does not have the hash the database saw")
+                raise click.exceptions.Exit(1)
+    click.echo("chain intact")

@@ -13,7 +13,7 @@ from audit_logger import AuditLog
 from energy_agent import EnergyAgent, PostcodePending, SignalUnavailable
 from models import MAX_DURATION_MINUTES, PlanOut, PlanSpec, Signal
 from regions import RegionError, parse_region
-from storage import Job
+from storage import Job, checkpoint_audit
 from timeutil import SLOT, floor_slot
 
 DEFAULT_FLEXIBILITY = timedelta(hours=24)  # deadline when none is given
@@ -161,7 +161,7 @@ class Scheduler:
         try:
             db.flush()  # the id, for the decision record
             job_agent.transition(job, "scheduled", now)
-            self.record(job, "plan", now, body, spec)
+            self.record(db, job, "plan", now, body, spec)
             db.commit()
         except Exception:
             db.rollback()
@@ -172,23 +172,32 @@ class Scheduler:
         """Cancel a job that has not finished; the decision is recorded."""
         job = job_agent.get_job(db, job_id)
         job_agent.transition(job, "cancelled", now)
-        self.audit.append("cancel", job.id, now, reason="cancelled by the operator")
+        self.decide(db, "cancel", job.id, now, reason="cancelled by the operator", status="cancelled")
         db.commit()
         return job
 
-    def record(self, job: Job, kind: str, now: datetime, body: dict, spec: PlanSpec) -> str:
+    def decide(self, db: Session, kind: str, job_id: int | None, now: datetime, **fields) -> str:
+        """Append a decision to the audit log and advance the database's checkpoint in the same transaction."""
+        receipt = self.audit.append(kind, job_id, now, **fields)
+        checkpoint_audit(db, receipt.seq, receipt.hash, now)
+        return receipt.id
+
+    def record(self, db: Session, job: Job, kind: str, now: datetime, body: dict, spec: PlanSpec) -> str:
         """Append the planning decision: inputs, candidates, choice, baseline, savings and the reason."""
         explanation = body["explanation"]
-        return self.audit.append(
+        return self.decide(
+            db,
             kind,
             job.id,
             now,
-            inputs={"job": spec.model_dump(mode="json"), "signal": body["signal"]},
+            inputs={"job": spec.model_dump(mode="json"), "signal": body["signal"], "slots_used": explanation["inputs"]},
             candidates=explanation["runners_up"],
             choice=body["placement"],
             plan=body["plan"],
             baseline=body["baseline"],
             savings=body["savings"],
+            objective=explanation["objective"],
+            score=explanation["score"],
             binding_constraint=explanation["binding_constraint"],
             reason=explanation["why"],
         )

@@ -19,6 +19,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     text,
+    update,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -143,6 +144,27 @@ class Job(Base):
     plan: Mapped[dict | None] = mapped_column(JSON)  # placement, totals, baseline, savings, explanation
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AuditHead(Base):
+    """The newest audit record the database has seen (one row): detects a cut-off or rewritten log file."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+def checkpoint_audit(db: Session, seq: int, record_hash: str, at: datetime) -> None:
+    """Advance the audit checkpoint in the caller's transaction; never moves it backwards (workers race)."""
+    db.execute(update(AuditHead).where(AuditHead.id == 1, AuditHead.seq < seq).values(seq=seq, hash=record_hash, at=at))
+
+
+def audit_checkpoint(db: Session) -> AuditHead | None:
+    """The stored audit checkpoint."""
+    return db.get(AuditHead, 1)
 
 
 def normalise_url(url: str) -> str:

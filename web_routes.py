@@ -236,3 +236,32 @@ def assets_page():
 def docs_page():
     """The REST API, rendered from /openapi.json."""
     return render_template("docs.html", spec=openapi_spec())
+
+
+# ---- decisions ------------------------------------------------------------------------------------------
+
+DECISION_KINDS = ("plan", "replan", "dispatch", "complete", "cancel", "negotiation", "beckn_order")
+
+
+@web.get("/decisions")
+def decisions_page():
+    """The audit log, newest first, filtered by job and kind."""
+    from api_routes import ParamError, decision_filters, recent_decisions
+
+    try:
+        filters = decision_filters()
+        found, error = recent_decisions(**filters), None
+    except ParamError as exc:
+        filters, found, error = {"job_id": None, "kind": None, "limit": 100}, [], str(exc)
+    return render_template(
+        "decisions.html", decisions=found, filters=filters, kinds=DECISION_KINDS, error=error
+    ), 200 if error is None else 400
+
+
+@web.get("/decisions/<decision_id>")
+def decision_page(decision_id: str):
+    """One decision: what was chosen, the alternatives turned down and why."""
+    record = current_app.extensions["scheduler"].audit.get(decision_id)
+    if record is None:
+        abort(404)
+    return render_template("decision.html", d=record)
