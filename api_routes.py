@@ -6,6 +6,9 @@ from datetime import date
 
 from flask import Blueprint, current_app, jsonify, request
 
+from flask_login import current_user
+
+from auth import login_required, owner_filter
 from energy_agent import PostcodePending, SignalUnavailable
 from job_agent import (
     IllegalTransition,
@@ -19,9 +22,11 @@ from job_agent import (
     list_assets,
     list_jobs,
     validate,
+    visible_job_ids,
 )
 from models import AssetSpec, JobSpec, PlanSpec
 from openapi import openapi_spec
+from security import anonymous_limit, limiter, write_limit
 from regions import RegionError, parse_region
 from storage import get_db
 from timeutil import floor_slot, london_day_bounds, parse_utc
@@ -178,6 +183,7 @@ def json_response(model, status: int = 200):
 
 
 @api.post("/plan")
+@limiter.limit(anonymous_limit)
 def plan():
     """Dry run: the best window and region for a job, its baseline and savings, and why. Stores nothing."""
     spec = validate(PlanSpec, json_body())
@@ -188,10 +194,12 @@ def plan():
 
 
 @api.post("/jobs")
+@login_required
+@limiter.limit(write_limit)
 def create_job():
     """Submit a job: planned, stored as scheduled, the decision recorded."""
     spec = validate(JobSpec, json_body())
-    job, planned = scheduler().submit(get_db(), spec, clock())
+    job, planned = scheduler().submit(get_db(), spec, clock(), owner_id=current_user.id)
     if job is None:
         return infeasible_response(planned)
     response = json_response(job_out(job), 201)
@@ -200,33 +208,43 @@ def create_job():
 
 
 @api.get("/jobs")
+@login_required
 def jobs():
-    """Jobs, newest first; filter by status, region and text in the name."""
-    found = list_jobs(get_db(), request.args.get("status"), request.args.get("region"), request.args.get("q"))
+    """Jobs, newest first; filter by status, region and text in the name (an operator sees their own)."""
+    found = list_jobs(
+        get_db(), request.args.get("status"), request.args.get("region"), request.args.get("q"), owner_id=owner_filter()
+    )
     return current_app.response_class(
         "[" + ",".join(job_out(job).model_dump_json() for job in found) + "]", mimetype="application/json"
     )
 
 
 @api.get("/jobs/<int:job_id>")
+@login_required
 def job(job_id: int):
     """One job with its plan."""
-    return json_response(job_out(get_job(get_db(), job_id)))
+    return json_response(job_out(get_job(get_db(), job_id, owner_filter())))
 
 
 @api.post("/jobs/<int:job_id>/cancel")
+@login_required
+@limiter.limit(write_limit)
 def cancel_job(job_id: int):
     """Cancel a job that has not finished."""
+    get_job(get_db(), job_id, owner_filter())
     return json_response(job_out(scheduler().cancel(get_db(), job_id, clock())))
 
 
 @api.get("/assets")
+@login_required
 def assets():
     """All compute assets."""
     return jsonify([asset_out(a).model_dump(mode="json") for a in list_assets(get_db())])
 
 
 @api.post("/assets")
+@login_required
+@limiter.limit(write_limit)
 def create_asset_route():
     """Register a compute asset."""
     spec = validate(AssetSpec, json_body())
@@ -237,6 +255,7 @@ def create_asset_route():
 
 
 @api.get("/assets/<int:asset_id>")
+@login_required
 def asset(asset_id: int):
     """One compute asset."""
     return json_response(asset_out(get_asset(get_db(), asset_id)))
@@ -267,12 +286,17 @@ def decision_filters() -> dict:
 
 
 def recent_decisions(job_id: int | None, kind: str | None, limit: int) -> list[dict]:
-    """The newest `limit` decisions matching the filters, newest first."""
+    """The newest `limit` decisions matching the filters that the caller may see, newest first."""
     found = list(scheduler().audit.iter_decisions(job_id=job_id, kind=kind))
+    owner = owner_filter()
+    if owner is not None:
+        mine = visible_job_ids(get_db(), owner)
+        found = [d for d in found if d.get("job_id") in mine]
     return found[::-1][:limit]
 
 
 @api.get("/decisions")
+@login_required
 def decisions():
     """Audit records, newest first: filter by job_id and kind; limit 1-1000 (default 100)."""
     return jsonify({"decisions": recent_decisions(**decision_filters())})

@@ -8,18 +8,18 @@ import threading
 from datetime import timedelta
 
 from flask import Flask, jsonify, render_template, request
-from flask_wtf.csrf import CSRFProtect
 from werkzeug.exceptions import HTTPException
 
 import config as config_module
 from api_clients import CarbonIntensityClient, OctopusAgileClient, build_session, shared_recorded_source
 from audit_logger import AuditLog
+from auth import login_manager, users_exist
 from energy_agent import EnergyAgent
 from scheduler import Scheduler
+from security import init_security
 from storage import close_db, get_db, make_engine, make_session_factory, upgrade_schema
 
 log = logging.getLogger("cec")
-csrf = CSRFProtect()
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -39,8 +39,10 @@ def configure(app: Flask, overrides: dict | None) -> None:
     app.config.from_mapping(config_module.from_env())
     app.config.from_mapping(overrides or {})
     if not app.config.get("SECRET_KEY"):
+        if app.config["ENV_NAME"] not in ("development", "testing"):
+            raise RuntimeError("SECRET_KEY must be set outside development (CEC_ENV=%s)" % app.config["ENV_NAME"])
         # Development only: a per-process key (sessions and CSRF tokens end with the process).
-        app.config["SECRET_KEY"] = os.environ.get("SECRET_KEY") or os.urandom(32).hex()
+        app.config["SECRET_KEY"] = os.urandom(32).hex()
 
 
 def register_extensions(app: Flask) -> None:
@@ -69,7 +71,8 @@ def register_extensions(app: Flask) -> None:
         audit=AuditLog(app.config["AUDIT_LOG_PATH"]),
         carbon_price_gbp_per_tonne=app.config["CARBON_PRICE_GBP_PER_TONNE"],
     )
-    csrf.init_app(app)
+    login_manager.init_app(app)
+    init_security(app)
     app.teardown_appcontext(close_db)
 
 
@@ -79,7 +82,6 @@ def register_blueprints(app: Flask) -> None:
     from web_routes import web
 
     app.register_blueprint(web)
-    csrf.exempt(api)  # JSON API: no cookie-authenticated forms post here
     app.register_blueprint(api)
     app.register_blueprint(ops)
 
@@ -125,8 +127,10 @@ def register_template_helpers(app: Flask) -> None:
 
 def register_cli(app: Flask) -> None:
     """`flask --app app signals ...`."""
-    from cli import audit, plan, signals
+    from cli import audit, plan, signals, tokens, users
 
+    app.cli.add_command(users)
+    app.cli.add_command(tokens)
     app.cli.add_command(audit)
     app.cli.add_command(signals)
     app.cli.add_command(plan)
@@ -160,10 +164,21 @@ def start_refresher(app: Flask) -> threading.Thread | None:
     return thread
 
 
+FIRST_USER_HINT = """
+No accounts yet. Create the first (admin) operator, then an API token for scripts:
+    flask --app app users create alice --admin          (asks for a password)
+    flask --app app tokens create alice                 (prints the token once)
+Grid signals, /health, /docs and POST /api/v1/plan work without an account.
+"""
+
+
 def main() -> None:
     """Serve on HOST:PORT with the embedded defaults (SQLite + live data, or replayed real data offline)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app()
+    with app.app_context():
+        if not users_exist(get_db()):
+            print(FIRST_USER_HINT, flush=True)
     start_refresher(app)
     log.info(
         "serving on http://%s:%s (GRID_SOURCE=%s)", app.config["HOST"], app.config["PORT"], app.config["GRID_SOURCE"]

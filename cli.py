@@ -200,3 +200,79 @@ def verify(path: str | None):
                 click.echo(f"rewritten: record {head.seq} does not have the hash the database saw")
                 raise click.exceptions.Exit(1)
     click.echo("chain intact")
+
+
+@click.group(cls=AppGroup)
+def users():
+    """Operator accounts."""
+
+
+@users.command("create")
+@click.argument("name")
+@click.option("--admin", is_flag=True, help="may see and change every operator's jobs")
+@click.option("--password-stdin", is_flag=True, help="read the password from standard input (for scripts)")
+def create_user_command(name: str, admin: bool, password_stdin: bool):
+    """Create an operator; the password is asked for (twice) unless --password-stdin."""
+    from auth import AuthError, create_user
+
+    if password_stdin:
+        password = click.get_text_stream("stdin").readline().rstrip("\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    db = get_db()
+    try:
+        user = create_user(db, name, password, current_app.config["CLOCK"](), admin=admin)
+        db.commit()
+    except AuthError as exc:
+        raise click.UsageError(str(exc)) from exc
+    click.echo(f"created {'admin ' if user.is_admin else ''}user {user.name} (id {user.id})")
+
+
+@click.group(cls=AppGroup)
+def tokens():
+    """API tokens for scripts (Authorization: Bearer <token>)."""
+
+
+@tokens.command("create")
+@click.argument("name")
+@click.option("--label", default="", help="what the token is for")
+def create_token_command(name: str, label: str):
+    """Create a token for user NAME; the token is the last line printed, and is shown only once."""
+    from auth import AuthError, create_token
+
+    db = get_db()
+    try:
+        row, token = create_token(db, name, current_app.config["CLOCK"](), label)
+        db.commit()
+    except AuthError as exc:
+        raise click.UsageError(str(exc)) from exc
+    click.echo(f"token {row.id} for {name} ({row.prefix}…); store it now, it is not shown again:")
+    click.echo(token)
+
+
+@tokens.command("list")
+def list_tokens_command():
+    """Tokens with their owner, prefix and state (never the token itself)."""
+    from sqlalchemy import select
+
+    from storage import ApiToken, User
+
+    db = get_db()
+    for row, user in db.execute(select(ApiToken, User).join(User, User.id == ApiToken.user_id).order_by(ApiToken.id)):
+        state = "revoked" if row.revoked_at else "active"
+        click.echo(f"{row.id:>4} {user.name:<20} {row.prefix}…  {state:<8} {row.label}")
+
+
+@tokens.command("revoke")
+@click.argument("token_id", type=int)
+def revoke_token_command(token_id: int):
+    """Revoke a token by its id (see `tokens list`)."""
+    from auth import AuthError, revoke_token
+
+    db = get_db()
+    try:
+        revoke_token(db, token_id, current_app.config["CLOCK"]())
+        db.commit()
+    except AuthError as exc:
+        raise click.UsageError(str(exc)) from exc
+    click.echo(f"token {token_id} revoked")

@@ -16,7 +16,21 @@ def _int(name: str, default: int) -> int:
 
 def from_env() -> dict:
     """Settings read from the environment at start-up."""
+    env = os.environ.get("CEC_ENV", "development")
     return {
+        # development (python app.py) | production (gunicorn; SECRET_KEY required, Secure cookies)
+        "ENV_NAME": env,
+        "SECRET_KEY": os.environ.get("SECRET_KEY"),
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": env == "production",
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        "REMEMBER_COOKIE_SECURE": env == "production",
+        "REDIS_URL": os.environ.get("REDIS_URL"),
+        "RATE_LIMIT_DEFAULT": os.environ.get("RATE_LIMIT_DEFAULT", "600 per minute"),
+        "RATE_LIMIT_WRITES": os.environ.get("RATE_LIMIT_WRITES", "120 per minute"),
+        "RATE_LIMIT_LOGIN": os.environ.get("RATE_LIMIT_LOGIN", "10 per minute"),
+        "RATE_LIMIT_ANONYMOUS_PLAN": os.environ.get("RATE_LIMIT_ANONYMOUS_PLAN", "60 per minute"),
         "DATABASE_URL": os.environ.get("DATABASE_URL", f"sqlite:///{INSTANCE_DIR / 'cec.sqlite3'}"),
         # auto: live APIs, falling back to last-known-good stored data, then to the recorded real data
         "GRID_SOURCE": os.environ.get("GRID_SOURCE", "auto"),

@@ -84,13 +84,20 @@ def resolve_target(db: Session, spec: PlanSpec) -> tuple[list[str], float, Asset
 
 
 def new_job(
-    spec: PlanSpec, regions: list[str], pue: float, earliest: datetime, deadline: datetime, now: datetime
+    spec: PlanSpec,
+    regions: list[str],
+    pue: float,
+    earliest: datetime,
+    deadline: datetime,
+    now: datetime,
+    owner_id: int | None = None,
 ) -> Job:
     """A job row in status `pending` (not yet added to a session)."""
     return Job(
         name=spec.name,
         status="pending",
         asset_id=spec.asset_id,
+        owner_id=owner_id,
         regions=regions,
         duration_minutes=spec.duration_minutes,
         power_kw=spec.power_kw,
@@ -116,19 +123,31 @@ def transition(job: Job, status: str, now: datetime) -> None:
     job.status, job.updated_at = status, now
 
 
-def get_job(db: Session, job_id: int) -> Job:
-    """The job with this id, or NotFound."""
+def get_job(db: Session, job_id: int, owner_id: int | None = None) -> Job:
+    """The job with this id (of this owner, when one is given), or NotFound: other operators' jobs stay hidden."""
     job = db.get(Job, job_id)
-    if job is None:
+    if job is None or (owner_id is not None and job.owner_id != owner_id):
         raise NotFound(f"no job with id {job_id}")
     return job
 
 
+def visible_job_ids(db: Session, owner_id: int) -> set[int]:
+    """Ids of the jobs an operator owns."""
+    return set(db.scalars(select(Job.id).where(Job.owner_id == owner_id)))
+
+
 def list_jobs(
-    db: Session, status: str | None = None, region: str | None = None, q: str | None = None, limit: int = 200
+    db: Session,
+    status: str | None = None,
+    region: str | None = None,
+    q: str | None = None,
+    limit: int = 200,
+    owner_id: int | None = None,
 ) -> list[Job]:
-    """Jobs, newest first, filtered by status, planned or allowed region, and text in the name."""
+    """Jobs, newest first, filtered by owner, status, planned or allowed region, and text in the name."""
     query = select(Job).order_by(Job.id.desc()).limit(limit)
+    if owner_id is not None:
+        query = query.where(Job.owner_id == owner_id)
     if status:
         if status not in TRANSITIONS:
             raise ValidationFailed(

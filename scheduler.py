@@ -147,12 +147,14 @@ class Scheduler:
             outcome = policy_agent.plan(job, series)
         return Planned(regions, pue, earliest, deadline, signals, outcome)
 
-    def submit(self, db: Session, spec: PlanSpec, now: datetime) -> tuple[Job | None, Planned]:
+    def submit(
+        self, db: Session, spec: PlanSpec, now: datetime, owner_id: int | None = None
+    ) -> tuple[Job | None, Planned]:
         """Plan a job, store it as scheduled and record the decision; store nothing when it cannot be placed."""
         planned = self.plan(db, spec, now)
         if not planned.feasible:
             return None, planned
-        job = job_agent.new_job(spec, planned.regions, planned.pue, planned.earliest, planned.deadline, now)
+        job = job_agent.new_job(spec, planned.regions, planned.pue, planned.earliest, planned.deadline, now, owner_id)
         body = planned.body()
         job.plan = body
         job.planned_region = body["placement"]["region"]

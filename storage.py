@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from flask import current_app, g
+from flask_login import UserMixin
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -102,6 +103,33 @@ class PostcodeRegion(Base):
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class User(UserMixin, Base):
+    """An operator who logs in to the web UI; scripts act as a user through API tokens."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(80), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ApiToken(Base):
+    """A bearer token for scripts, stored as its SHA-256 (the token itself is shown once)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(12))
+    label: Mapped[str] = mapped_column(String(80), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 class Asset(Base):
     """A compute asset (a site or cluster): its region, power envelope and PUE."""
 
@@ -125,6 +153,7 @@ class Job(Base):
     name: Mapped[str] = mapped_column(String(200), index=True)
     status: Mapped[str] = mapped_column(String(16), index=True)
     asset_id: Mapped[int | None] = mapped_column(ForeignKey("assets.id"), index=True)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     regions: Mapped[list] = mapped_column(JSON)
     duration_minutes: Mapped[int] = mapped_column(Integer)
     power_kw: Mapped[float] = mapped_column(Float)

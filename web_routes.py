@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_user, logout_user
+
+from auth import authenticate, login_required, owner_filter, users_exist
 
 from charts import signal_chart
 from energy_agent import PostcodePending, SignalUnavailable
@@ -20,9 +23,11 @@ from job_agent import (
     list_assets,
     list_jobs,
     validate,
+    visible_job_ids,
 )
 from models import AssetSpec, JobSpec
 from openapi import openapi_spec
+from security import limiter, login_limit, write_limit
 from regions import RegionError, parse_region, selectable_regions
 from storage import get_db
 from timeutil import LONDON, SLOT, UTC, floor_slot, to_london
@@ -134,12 +139,15 @@ def render_job_form(values: dict, errors: dict, status: int = 200, infeasible: d
 
 
 @web.get("/jobs/new")
+@login_required
 def new_job():
     """The submit form."""
     return render_job_form(form_defaults(current_app.config["CLOCK"]()), {})
 
 
 @web.post("/jobs/new")
+@login_required
+@limiter.limit(write_limit)
 def submit_job():
     """Validate, plan and store a job from the form; errors go back beside the fields."""
     values = {**request.form.to_dict(), "regions": request.form.getlist("regions")}
@@ -148,7 +156,9 @@ def submit_job():
         return render_job_form(values, errors, 422)
     try:
         spec = validate(JobSpec, body)
-        job, planned = current_app.extensions["scheduler"].submit(get_db(), spec, current_app.config["CLOCK"]())
+        job, planned = current_app.extensions["scheduler"].submit(
+            get_db(), spec, current_app.config["CLOCK"](), owner_id=current_user.id
+        )
     except ValidationFailed as exc:
         return render_job_form(values, {e["field"].split(".")[0]: e["message"] for e in exc.errors}, 422)
     if job is None:
@@ -158,11 +168,18 @@ def submit_job():
 
 
 @web.get("/jobs")
+@login_required
 def jobs_page():
     """All jobs with filters by status, region and text."""
     filters = {key: request.args.get(key, "").strip() for key in ("status", "region", "q")}
     try:
-        found = list_jobs(get_db(), filters["status"] or None, filters["region"] or None, filters["q"] or None)
+        found = list_jobs(
+            get_db(),
+            filters["status"] or None,
+            filters["region"] or None,
+            filters["q"] or None,
+            owner_id=owner_filter(),
+        )
         error = None
     except ValidationFailed as exc:
         found, error = [], str(exc)
@@ -177,10 +194,11 @@ def jobs_page():
 
 
 @web.get("/jobs/<int:job_id>")
+@login_required
 def job_page(job_id: int):
     """A job: its window on the carbon and price chart, baseline vs plan, savings and the explanation."""
     try:
-        job = job_out(get_job(get_db(), job_id))
+        job = job_out(get_job(get_db(), job_id, owner_filter()))
     except NotFound:
         abort(404)
     chart = signal = None
@@ -199,9 +217,12 @@ def job_page(job_id: int):
 
 
 @web.post("/jobs/<int:job_id>/cancel")
+@login_required
+@limiter.limit(write_limit)
 def cancel_job_page(job_id: int):
     """Cancel from the job page."""
     try:
+        get_job(get_db(), job_id, owner_filter())
         current_app.extensions["scheduler"].cancel(get_db(), job_id, current_app.config["CLOCK"]())
     except NotFound:
         abort(404)
@@ -211,6 +232,8 @@ def cancel_job_page(job_id: int):
 
 
 @web.route("/assets", methods=["GET", "POST"])
+@login_required
+@limiter.limit(write_limit, methods=["POST"])
 def assets_page():
     """Compute assets, and a form to register one."""
     errors, values, status = {}, {"pue": "1.2"}, 200
@@ -244,6 +267,7 @@ DECISION_KINDS = ("plan", "replan", "dispatch", "complete", "cancel", "negotiati
 
 
 @web.get("/decisions")
+@login_required
 def decisions_page():
     """The audit log, newest first, filtered by job and kind."""
     from api_routes import ParamError, decision_filters, recent_decisions
@@ -259,9 +283,50 @@ def decisions_page():
 
 
 @web.get("/decisions/<decision_id>")
+@login_required
 def decision_page(decision_id: str):
     """One decision: what was chosen, the alternatives turned down and why."""
     record = current_app.extensions["scheduler"].audit.get(decision_id)
-    if record is None:
+    if record is None or not may_see_decision(record):
         abort(404)
     return render_template("decision.html", d=record)
+
+
+def may_see_decision(record: dict) -> bool:
+    """Admins see every decision; operators those about their own jobs."""
+    owner = owner_filter()
+    if owner is None:
+        return True
+    job_id = record.get("job_id")
+    return job_id is not None and job_id in visible_job_ids(get_db(), owner)
+
+
+# ---- accounts -------------------------------------------------------------------------------------------
+
+
+@web.route("/login", methods=["GET", "POST"])
+@limiter.limit(login_limit, methods=["POST"])
+def login():
+    """Log in with name and password."""
+    error, status = None, 200
+    if request.method == "POST":
+        user = authenticate(get_db(), request.form.get("name", ""), request.form.get("password", ""))
+        if user is not None:
+            login_user(user)
+            return redirect(safe_next(request.args.get("next")), code=303)
+        error, status = "Wrong name or password.", 401
+    return render_template("login.html", error=error, no_users=not users_exist(get_db())), status
+
+
+@web.post("/logout")
+def logout():
+    """Log out (a POST with the CSRF token, so no other site can log you out)."""
+    logout_user()
+    return redirect(url_for("web.index"), code=303)
+
+
+def safe_next(target: str | None) -> str:
+    """A local path to go to after logging in; anything else goes to the jobs list."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return url_for("web.jobs_page")

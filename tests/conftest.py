@@ -96,3 +96,61 @@ def live_app(tmp_path, database_url, clock):
     )
     yield app
     app.extensions["engine"].dispose()
+
+
+PASSWORD = "correct horse battery staple"
+
+
+def make_user(app, name: str, admin: bool = False) -> str:
+    """Create an operator and an API token for them; returns the token."""
+    from auth import create_token, create_user
+    from storage import get_db
+
+    with app.app_context():
+        db = get_db()
+        create_user(db, name, PASSWORD, FROZEN_NOW, admin=admin)
+        _, token = create_token(db, name, FROZEN_NOW, "tests")
+        db.commit()
+    return token
+
+
+def bearer_client(app, token: str):
+    """A test client that sends `Authorization: Bearer <token>` on every request."""
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return client
+
+
+def csrf_token(client, path: str) -> str:
+    """The CSRF token of a page's form, as a browser would submit it."""
+    import re
+
+    page = client.get(path)
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page.data.decode())
+    assert match, f"no CSRF token on {path} ({page.status_code})"
+    return match.group(1)
+
+
+def log_in(app, name: str):
+    """A test client with a logged-in session (through the login form, CSRF token included)."""
+    client = app.test_client()
+    response = client.post("/login", data={"name": name, "password": PASSWORD, "csrf_token": csrf_token(client, "/login")})
+    assert response.status_code == 303, response.data
+    return client
+
+
+@pytest.fixture
+def api_token(app) -> str:
+    return make_user(app, "alice")
+
+
+@pytest.fixture
+def api(app, api_token):
+    """alice's script: a bearer-token client."""
+    return bearer_client(app, api_token)
+
+
+@pytest.fixture
+def operator(app, api_token):
+    """alice in a browser: a logged-in session client."""
+    return log_in(app, "alice")

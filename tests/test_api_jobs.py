@@ -43,62 +43,62 @@ def test_plan_is_a_dry_run_with_the_documented_shape(client, app):
     assert count(app, Job) == 0 and decisions(app) == []
 
 
-def test_submit_stores_schedules_and_records_the_decision(client, app):
-    response = client.post("/api/v1/jobs", json=JOB)
+def test_submit_stores_schedules_and_records_the_decision(api, app):
+    response = api.post("/api/v1/jobs", json=JOB)
     assert response.status_code == 201
     job = response.get_json()
     assert job["status"] == "scheduled" and job["placement"]["region"] == "14"
     assert response.headers["Location"] == f"/api/v1/jobs/{job['id']}"
-    assert client.get(f"/api/v1/jobs/{job['id']}").get_json() == job
+    assert api.get(f"/api/v1/jobs/{job['id']}").get_json() == job
     [decision] = decisions(app)
     assert decision["kind"] == "plan" and decision["job_id"] == job["id"]
     assert decision["choice"] == job["placement"] and decision["savings"] == job["savings"]
     assert decision["inputs"]["signal"]["14"]["carbon"]["source"] == "recorded"
 
 
-def test_jobs_list_filters(client):
-    client.post("/api/v1/jobs", json={**JOB, "name": "alpha"})
-    client.post("/api/v1/jobs", json={**JOB, "name": "beta", "regions": ["13"]})
-    second = client.post("/api/v1/jobs", json={**JOB, "name": "gamma", "regions": ["national"]}).get_json()
-    client.post(f"/api/v1/jobs/{second['id']}/cancel")
-    names = lambda q: [j["name"] for j in client.get(f"/api/v1/jobs?{q}").get_json()]  # noqa: E731
+def test_jobs_list_filters(api):
+    api.post("/api/v1/jobs", json={**JOB, "name": "alpha"})
+    api.post("/api/v1/jobs", json={**JOB, "name": "beta", "regions": ["13"]})
+    second = api.post("/api/v1/jobs", json={**JOB, "name": "gamma", "regions": ["national"]}).get_json()
+    api.post(f"/api/v1/jobs/{second['id']}/cancel")
+    names = lambda q: [j["name"] for j in api.get(f"/api/v1/jobs?{q}").get_json()]  # noqa: E731
     assert names("") == ["gamma", "beta", "alpha"]
     assert names("status=cancelled") == ["gamma"]
     assert names("region=13") == ["beta"]
     assert names("q=ALP") == ["alpha"]
-    bad = client.get("/api/v1/jobs?status=bogus")
+    bad = api.get("/api/v1/jobs?status=bogus")
     assert bad.status_code == 422 and bad.get_json()["errors"][0]["field"] == "status"
 
 
-def test_cancel_then_cancel_again_is_409(client, app):
-    job = client.post("/api/v1/jobs", json=JOB).get_json()
-    assert client.post(f"/api/v1/jobs/{job['id']}/cancel").get_json()["status"] == "cancelled"
-    again = client.post(f"/api/v1/jobs/{job['id']}/cancel")
+def test_cancel_then_cancel_again_is_409(api, app):
+    job = api.post("/api/v1/jobs", json=JOB).get_json()
+    assert api.post(f"/api/v1/jobs/{job['id']}/cancel").get_json()["status"] == "cancelled"
+    again = api.post(f"/api/v1/jobs/{job['id']}/cancel")
     assert again.status_code == 409 and again.get_json()["errors"][0]["field"] == "status"
     assert [d["kind"] for d in decisions(app)] == ["plan", "cancel"]
 
 
-def test_unknown_job_is_404(client):
-    assert client.get("/api/v1/jobs/999").status_code == 404
-    assert client.post("/api/v1/jobs/999/cancel").status_code == 404
+def test_unknown_job_is_404(api):
+    assert api.get("/api/v1/jobs/999").status_code == 404
+    assert api.post("/api/v1/jobs/999/cancel").status_code == 404
 
 
-def test_assets_create_list_get_and_plan_on_asset(client):
-    response = client.post(
+def test_assets_create_list_get_and_plan_on_asset(api):
+    response = api.post(
         "/api/v1/assets", json={"name": "gpu-pod", "region_id": 14, "max_power_kw": 100, "gpu_count": 64}
     )
     assert response.status_code == 201
     asset = response.get_json()
     assert asset["octopus_letter"] == "J" and asset["pue"] == 1.2
-    assert client.get(f"/api/v1/assets/{asset['id']}").get_json() == asset
-    assert client.get("/api/v1/assets").get_json() == [asset]
-    job = client.post(
+    assert api.get(f"/api/v1/assets/{asset['id']}").get_json() == asset
+    assert api.get("/api/v1/assets").get_json() == [asset]
+    job = api.post(
         "/api/v1/jobs", json={**{k: v for k, v in JOB.items() if k != "regions"}, "asset_id": asset["id"]}
     ).get_json()
     assert job["placement"]["region"] == "14" and job["asset_id"] == asset["id"]
-    too_big = client.post("/api/v1/jobs", json={**JOB, "regions": None, "asset_id": asset["id"], "power_kw": 500})
+    too_big = api.post("/api/v1/jobs", json={**JOB, "regions": None, "asset_id": asset["id"], "power_kw": 500})
     assert too_big.status_code == 422 and too_big.get_json()["errors"][0]["field"] == "power_kw"
-    assert client.get("/api/v1/assets/99").status_code == 404
+    assert api.get("/api/v1/assets/99").status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -114,21 +114,21 @@ def test_assets_create_list_get_and_plan_on_asset(client):
         ({**JOB, "deadline": "2020-01-01T00:00:00Z"}, "deadline"),
     ],
 )
-def test_bad_or_infeasible_job_is_422_naming_the_field_and_stores_nothing(client, app, body, field):
-    response = client.post("/api/v1/jobs", json=body)
+def test_bad_or_infeasible_job_is_422_naming_the_field_and_stores_nothing(api, app, body, field):
+    response = api.post("/api/v1/jobs", json=body)
     assert response.status_code == 422, response.get_json()
     assert field in [e["field"] for e in response.get_json()["errors"]]
     assert count(app, Job) == 0 and decisions(app) == []
 
 
-def test_infeasible_says_by_how_much(client):
-    body = client.post("/api/v1/plan", json={**JOB, "deadline": "2026-11-27T11:00:00Z"}).get_json()
+def test_infeasible_says_by_how_much(api):
+    body = api.post("/api/v1/plan", json={**JOB, "deadline": "2026-11-27T11:00:00Z"}).get_json()
     assert body["infeasible"]["constraint"] == "deadline" and body["infeasible"]["shortfall"] == 60
 
 
-def test_ten_megabyte_body_is_413_naming_the_body(client, app):
+def test_ten_megabyte_body_is_413_naming_the_body(api, app):
     big = json.dumps({**JOB, "name": "x" * (10 * 1024 * 1024)})
-    response = client.post("/api/v1/jobs", data=big, content_type="application/json")
+    response = api.post("/api/v1/jobs", data=big, content_type="application/json")
     assert response.status_code == 413 and response.get_json()["errors"][0]["field"] == "body"
     assert count(app, Job) == 0
 
@@ -136,19 +136,19 @@ def test_ten_megabyte_body_is_413_naming_the_body(client, app):
 @pytest.mark.parametrize(
     ("data", "ctype"), [("{not json", "application/json"), ("name=x", "text/plain"), ("[1, 2]", "application/json")]
 )
-def test_malformed_body_is_400_naming_the_body(client, data, ctype):
-    response = client.post("/api/v1/jobs", data=data, content_type=ctype)
+def test_malformed_body_is_400_naming_the_body(api, data, ctype):
+    response = api.post("/api/v1/jobs", data=data, content_type=ctype)
     assert response.status_code == 400 and response.get_json()["errors"][0]["field"] == "body"
 
 
-def test_bad_asset_names_the_field(client, app):
-    response = client.post("/api/v1/assets", json={"name": "a", "region_id": 0, "max_power_kw": -1})
+def test_bad_asset_names_the_field(api, app):
+    response = api.post("/api/v1/assets", json={"name": "a", "region_id": 0, "max_power_kw": -1})
     assert response.status_code == 422
     assert {e["field"] for e in response.get_json()["errors"]} == {"region_id", "max_power_kw"}
     assert count(app, Asset) == 0
 
 
-def test_openapi_is_generated_from_the_models(client):
+def test_openapi_is_generated_from_the_models(client):  # anonymous
     spec = client.get("/api/v1/openapi.json").get_json()
     assert spec["openapi"].startswith("3.1")
     assert {
@@ -165,6 +165,6 @@ def test_openapi_is_generated_from_the_models(client):
     assert job_spec["properties"]["power_kw"]["exclusiveMinimum"] == 0
 
 
-def test_earliest_start_in_the_past_means_now(client):
-    body = client.post("/api/v1/plan", json={**JOB, "earliest_start": "2026-11-01T00:00:00Z"}).get_json()
+def test_earliest_start_in_the_past_means_now(api):
+    body = api.post("/api/v1/plan", json={**JOB, "earliest_start": "2026-11-01T00:00:00Z"}).get_json()
     assert body["baseline"]["start"] == FROZEN_NOW.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -11,28 +11,28 @@ def _submit(client, **changes):
     return client.post("/api/v1/jobs", json={**JOB, **changes}).get_json()
 
 
-def test_decisions_api_filters_and_limits(client):
-    first = _submit(client, name="a")
-    second = _submit(client, name="b")
-    client.post(f"/api/v1/jobs/{first['id']}/cancel")
-    body = client.get("/api/v1/decisions").get_json()["decisions"]
+def test_decisions_api_filters_and_limits(api):
+    first = _submit(api, name="a")
+    second = _submit(api, name="b")
+    api.post(f"/api/v1/jobs/{first['id']}/cancel")
+    body = api.get("/api/v1/decisions").get_json()["decisions"]
     assert [(d["kind"], d["job_id"]) for d in body] == [
         ("cancel", first["id"]),
         ("plan", second["id"]),
         ("plan", first["id"]),
     ]
-    assert [d["kind"] for d in client.get(f"/api/v1/decisions?job_id={first['id']}").get_json()["decisions"]] == [
+    assert [d["kind"] for d in api.get(f"/api/v1/decisions?job_id={first['id']}").get_json()["decisions"]] == [
         "cancel",
         "plan",
     ]
-    assert len(client.get("/api/v1/decisions?kind=plan&limit=1").get_json()["decisions"]) == 1
+    assert len(api.get("/api/v1/decisions?kind=plan&limit=1").get_json()["decisions"]) == 1
     for query, field in (("limit=0", "limit"), ("limit=5000", "limit"), ("job_id=x", "job_id"), ("kind=a;b", "kind")):
-        response = client.get(f"/api/v1/decisions?{query}")
+        response = api.get(f"/api/v1/decisions?{query}")
         assert response.status_code == 400 and response.get_json()["errors"][0]["field"] == field
 
 
-def test_plan_record_holds_inputs_candidates_choice_and_reason(client, app):
-    job = _submit(client, inference_count=100)
+def test_plan_record_holds_inputs_candidates_choice_and_reason(api, app):
+    job = _submit(api, inference_count=100)
     [record] = decisions(app)
     assert record["inputs"]["job"]["name"] == JOB["name"]
     assert record["inputs"]["signal"]["14"]["horizon"]["slots"] > 0
@@ -43,29 +43,29 @@ def test_plan_record_holds_inputs_candidates_choice_and_reason(client, app):
     assert record["version"] and record["seq"] == 1 and len(record["hash"]) == 64
 
 
-def test_job_name_cannot_forge_a_record(client, app):
-    _submit(client, name='evil\n{"kind":"fake"}')
+def test_job_name_cannot_forge_a_record(api, app):
+    _submit(api, name='evil\n{"kind":"fake"}')
     raw = Path(app.config["AUDIT_LOG_PATH"]).read_text()
     assert raw.count("\n") == 1
     assert [d["kind"] for d in decisions(app)] == ["plan"]
 
 
-def test_decision_pages(client):
-    job = _submit(client, name="<b>bold</b>")
-    listing = client.get(f"/decisions?job_id={job['id']}").data.decode()
+def test_decision_pages(api, operator):
+    job = _submit(api, name="<b>bold</b>")
+    listing = operator.get(f"/decisions?job_id={job['id']}").data.decode()
     assert "lowest total carbon" in listing and "<b>bold</b>" not in listing
-    record = client.get("/api/v1/decisions").get_json()["decisions"][0]
-    page = client.get(f"/decisions/{record['id']}").data.decode()
+    record = api.get("/api/v1/decisions").get_json()["decisions"][0]
+    page = operator.get(f"/decisions/{record['id']}").data.decode()
     assert 'id="alternatives"' in page and "more carbon score than the choice" in page
     assert "<b>bold</b>" not in page and "\\u003cb\\u003ebold" in page  # tojson escapes markup
-    assert client.get("/decisions/not-an-id").status_code == 404
-    assert client.get("/decisions?limit=0").status_code == 400
-    assert f'href="/decisions?job_id={job["id"]}"' in client.get(f"/jobs/{job['id']}").data.decode()
+    assert operator.get("/decisions/not-an-id").status_code == 404
+    assert operator.get("/decisions?limit=0").status_code == 400
+    assert f'href="/decisions?job_id={job["id"]}"' in operator.get(f"/jobs/{job['id']}").data.decode()
 
 
-def test_audit_verify_cli(client, app, runner):
+def test_audit_verify_cli(api, app, runner):
     for name in ("a", "b", "c"):
-        _submit(client, name=name)
+        _submit(api, name=name)
     ok = runner.invoke(args=["audit", "verify"])
     assert ok.exit_code == 0 and "3 good records" in ok.output and "chain intact" in ok.output
     path = Path(app.config["AUDIT_LOG_PATH"])

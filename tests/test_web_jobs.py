@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import json
-import re
 
+from conftest import csrf_token
 from test_api_jobs import JOB, count, decisions
 
 from storage import Asset, Job
-
-
-def csrf_token(client, path: str) -> str:
-    page = client.get(path)
-    match = re.search(r'name="csrf_token" value="([^"]+)"', page.data.decode())
-    assert match, f"no CSRF token on {path}"
-    return match.group(1)
 
 
 FORM = {
@@ -29,22 +22,22 @@ FORM = {
 }
 
 
-def test_form_has_sensible_defaults(client):
-    html = client.get("/jobs/new").data.decode()
+def test_form_has_sensible_defaults(operator):
+    html = operator.get("/jobs/new").data.decode()
     assert 'value="180"' in html and 'value="10"' in html
     assert 'value="2026-11-27T09:30"' in html and 'value="2026-11-28T09:30"' in html  # UK time, next half-hour
 
 
-def test_submit_without_csrf_token_is_rejected(client, app):
-    response = client.post("/jobs/new", data=FORM)
+def test_submit_without_csrf_token_is_rejected(operator, app):
+    response = operator.post("/jobs/new", data=FORM)
     assert response.status_code == 400 and b"CSRF" in response.data
     assert count(app, Job) == 0
 
 
-def test_submit_form_redirects_to_the_job_page(client, app):
-    response = client.post("/jobs/new", data={**FORM, "csrf_token": csrf_token(client, "/jobs/new")})
+def test_submit_form_redirects_to_the_job_page(operator, app):
+    response = operator.post("/jobs/new", data={**FORM, "csrf_token": csrf_token(operator, "/jobs/new")})
     assert response.status_code == 303
-    page = client.get(response.headers["Location"])
+    page = operator.get(response.headers["Location"])
     html = page.data.decode()
     assert page.status_code == 200 and "nightly-train" in html
     assert 'class="window"' in html and "<svg" in html  # the planned window on the chart
@@ -53,75 +46,75 @@ def test_submit_form_redirects_to_the_job_page(client, app):
     assert decisions(app)[0]["kind"] == "plan"
 
 
-def test_form_errors_appear_beside_the_fields(client, app):
+def test_form_errors_appear_beside_the_fields(operator, app):
     bad = {
         **FORM,
         "name": "",
         "duration_minutes": "0",
         "power_kw": "-1",
         "deadline": "not a time",
-        "csrf_token": csrf_token(client, "/jobs/new"),
+        "csrf_token": csrf_token(operator, "/jobs/new"),
     }
-    response = client.post("/jobs/new", data=bad)
+    response = operator.post("/jobs/new", data=bad)
     html = response.data.decode()
     assert response.status_code == 422
     assert 'id="deadline-error"' in html
     bad["deadline"] = FORM["deadline"]
-    html = client.post("/jobs/new", data=bad).data.decode()
+    html = operator.post("/jobs/new", data=bad).data.decode()
     for field in ("name", "duration_minutes", "power_kw"):
         assert f'id="{field}-error"' in html
     assert count(app, Job) == 0
 
 
-def test_infeasible_job_is_explained_on_the_form(client, app):
-    tight = {**FORM, "deadline": "2026-11-27T10:30", "csrf_token": csrf_token(client, "/jobs/new")}
-    html = client.post("/jobs/new", data=tight).data.decode()
+def test_infeasible_job_is_explained_on_the_form(operator, app):
+    tight = {**FORM, "deadline": "2026-11-27T10:30", "csrf_token": csrf_token(operator, "/jobs/new")}
+    html = operator.post("/jobs/new", data=tight).data.decode()
     assert "cannot be placed" in html and 'id="deadline-error"' in html
     assert count(app, Job) == 0
 
 
-def test_job_name_is_escaped(client):
-    response = client.post("/api/v1/jobs", json={**JOB, "name": "<script>alert(1)</script>"})
-    page = client.get(f"/jobs/{response.get_json()['id']}").data.decode()
+def test_job_name_is_escaped(operator, api):
+    response = api.post("/api/v1/jobs", json={**JOB, "name": "<script>alert(1)</script>"})
+    page = operator.get(f"/jobs/{response.get_json()['id']}").data.decode()
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert "<script>" not in client.get("/jobs").data.decode()
+    assert "<script>" not in operator.get("/jobs").data.decode()
 
 
-def test_jobs_list_filters_and_links(client):
-    client.post("/api/v1/jobs", json={**JOB, "name": "alpha"})
-    client.post("/api/v1/jobs", json={**JOB, "name": "beta", "regions": ["13"]})
-    html = client.get("/jobs?region=13").data.decode()
+def test_jobs_list_filters_and_links(operator, api):
+    api.post("/api/v1/jobs", json={**JOB, "name": "alpha"})
+    api.post("/api/v1/jobs", json={**JOB, "name": "beta", "regions": ["13"]})
+    html = operator.get("/jobs?region=13").data.decode()
     assert "beta" in html and "alpha" not in html
-    assert "alpha" in client.get("/jobs?q=alp").data.decode()
-    assert client.get("/jobs?status=nope").status_code == 422
+    assert "alpha" in operator.get("/jobs?q=alp").data.decode()
+    assert operator.get("/jobs?status=nope").status_code == 422
 
 
-def test_cancel_from_the_job_page(client, app):
-    job = client.post("/api/v1/jobs", json=JOB).get_json()
+def test_cancel_from_the_job_page(operator, api, app):
+    job = api.post("/api/v1/jobs", json=JOB).get_json()
     path = f"/jobs/{job['id']}"
-    response = client.post(f"{path}/cancel", data={"csrf_token": csrf_token(client, path)})
+    response = operator.post(f"{path}/cancel", data={"csrf_token": csrf_token(operator, path)})
     assert response.status_code == 303
-    assert "status-cancelled" in client.get(path).data.decode()
-    assert client.post(f"{path}/cancel").status_code == 400  # no token
+    assert "status-cancelled" in operator.get(path).data.decode()
+    assert operator.post(f"{path}/cancel").status_code == 400  # no token
 
 
-def test_unknown_job_page_is_404(client):
-    assert client.get("/jobs/404").status_code == 404
+def test_unknown_job_page_is_404(operator):
+    assert operator.get("/jobs/404").status_code == 404
 
 
-def test_register_asset_through_the_form(client, app):
-    token = csrf_token(client, "/assets")
-    bad = client.post("/assets", data={"name": "", "region_id": "14", "max_power_kw": "-1", "csrf_token": token})
+def test_register_asset_through_the_form(operator, app):
+    token = csrf_token(operator, "/assets")
+    bad = operator.post("/assets", data={"name": "", "region_id": "14", "max_power_kw": "-1", "csrf_token": token})
     assert bad.status_code == 422 and 'id="max_power_kw-error"' in bad.data.decode()
-    ok = client.post(
+    ok = operator.post(
         "/assets", data={"name": "rack", "region_id": "14", "max_power_kw": "80", "pue": "1.3", "csrf_token": token}
     )
     assert ok.status_code == 303 and count(app, Asset) == 1
-    assert "rack" in client.get("/jobs/new").data.decode()
+    assert "rack" in operator.get("/jobs/new").data.decode()
 
 
-def test_docs_page_renders_the_openapi(client):
-    html = client.get("/docs").data.decode()
+def test_docs_page_renders_the_openapi(operator):
+    html = operator.get("/docs").data.decode()
     assert "POST /api/v1/jobs" in html and "JobSpec" in html
 
 
