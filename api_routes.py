@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import date
 
 from flask import Blueprint, current_app, jsonify, request
-
 from flask_login import current_user
 
 from auth import login_required, owner_filter
@@ -26,8 +25,8 @@ from job_agent import (
 )
 from models import AssetSpec, JobSpec, PlanSpec
 from openapi import openapi_spec
-from security import anonymous_limit, limiter, write_limit
 from regions import RegionError, parse_region
+from security import anonymous_limit, limiter, write_limit
 from storage import get_db
 from timeutil import floor_slot, london_day_bounds, parse_utc
 

@@ -40,7 +40,7 @@ def configure(app: Flask, overrides: dict | None) -> None:
     app.config.from_mapping(overrides or {})
     if not app.config.get("SECRET_KEY"):
         if app.config["ENV_NAME"] not in ("development", "testing"):
-            raise RuntimeError("SECRET_KEY must be set outside development (CEC_ENV=%s)" % app.config["ENV_NAME"])
+            raise RuntimeError(f"SECRET_KEY must be set outside development (CEC_ENV={app.config['ENV_NAME']})")
         # Development only: a per-process key (sessions and CSRF tokens end with the process).
         app.config["SECRET_KEY"] = os.urandom(32).hex()
 

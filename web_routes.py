@@ -8,7 +8,6 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_login import current_user, login_user, logout_user
 
 from auth import authenticate, login_required, owner_filter, users_exist
-
 from charts import signal_chart
 from energy_agent import PostcodePending, SignalUnavailable
 from job_agent import (
@@ -27,8 +26,8 @@ from job_agent import (
 )
 from models import AssetSpec, JobSpec
 from openapi import openapi_spec
-from security import limiter, login_limit, write_limit
 from regions import RegionError, parse_region, selectable_regions
+from security import limiter, login_limit, write_limit
 from storage import get_db
 from timeutil import LONDON, SLOT, UTC, floor_slot, to_london
 

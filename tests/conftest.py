@@ -134,7 +134,8 @@ def csrf_token(client, path: str) -> str:
 def log_in(app, name: str):
     """A test client with a logged-in session (through the login form, CSRF token included)."""
     client = app.test_client()
-    response = client.post("/login", data={"name": name, "password": PASSWORD, "csrf_token": csrf_token(client, "/login")})
+    form = {"name": name, "password": PASSWORD, "csrf_token": csrf_token(client, "/login")}
+    response = client.post("/login", data=form)
     assert response.status_code == 303, response.data
     return client
 

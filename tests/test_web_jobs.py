@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 
 from conftest import csrf_token
-from test_api_jobs import JOB, count, decisions
-
 from storage import Asset, Job
-
+from test_api_jobs import JOB, count, decisions
 
 FORM = {
     "name": "nightly-train",
