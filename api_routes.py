@@ -23,7 +23,7 @@ from job_agent import (
     validate,
     visible_job_ids,
 )
-from models import AssetSpec, JobSpec, PlanSpec
+from models import MAX_YEAR, MIN_YEAR, AssetSpec, JobSpec, PlanSpec
 from openapi import openapi_spec
 from regions import RegionError, parse_region
 from security import anonymous_limit, limiter, write_limit
@@ -68,9 +68,12 @@ def start_param(now):
     if not raw:
         return floor_slot(now)
     try:
-        return parse_utc(raw)
+        value = parse_utc(raw)
     except ValueError:
         raise ParamError("start", f"start must be an ISO 8601 time with a timezone, not {raw!r}") from None
+    if not MIN_YEAR <= value.year <= MAX_YEAR:
+        raise ParamError("start", f"start must be between {MIN_YEAR} and {MAX_YEAR}")
+    return value
 
 
 def day_param():
@@ -79,9 +82,12 @@ def day_param():
     if "hours" in request.args or "start" in request.args:
         raise ParamError("day", "give either day, or start and hours, not both")
     try:
-        return london_day_bounds(date.fromisoformat(raw))
+        day = date.fromisoformat(raw)
     except ValueError:
         raise ParamError("day", f"day must be a date like 2023-10-29, not {raw!r}") from None
+    if not MIN_YEAR <= day.year <= MAX_YEAR:
+        raise ParamError("day", f"day must be between {MIN_YEAR} and {MAX_YEAR}")
+    return london_day_bounds(day)
 
 
 def region_param(default: str = "national"):
@@ -218,14 +224,14 @@ def jobs():
     )
 
 
-@api.get("/jobs/<int:job_id>")
+@api.get("/jobs/<int(max=9223372036854775807):job_id>")
 @login_required
 def job(job_id: int):
     """One job with its plan."""
     return json_response(job_out(get_job(get_db(), job_id, owner_filter())))
 
 
-@api.post("/jobs/<int:job_id>/cancel")
+@api.post("/jobs/<int(max=9223372036854775807):job_id>/cancel")
 @login_required
 @limiter.limit(write_limit)
 def cancel_job(job_id: int):
@@ -253,7 +259,7 @@ def create_asset_route():
     return response
 
 
-@api.get("/assets/<int:asset_id>")
+@api.get("/assets/<int(max=9223372036854775807):asset_id>")
 @login_required
 def asset(asset_id: int):
     """One compute asset."""

@@ -86,6 +86,10 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(ops)
 
 
+# The field a generic JSON error names, so that every API error has the same {"errors": [...]} shape.
+ERROR_FIELDS = {400: "body", 404: "path", 405: "method", 413: "body", 415: "body", 429: "rate_limit", 500: "server"}
+
+
 def _wants_json() -> bool:
     return request.path.startswith(("/api/", "/health"))
 
@@ -95,10 +99,18 @@ def register_error_handlers(app: Flask) -> None:
 
     def handle_http(exc: HTTPException):
         if _wants_json():
-            body = {"error": exc.name, "message": exc.description, "status": exc.code}
-            if exc.code in (400, 413, 415):
-                body["errors"] = [{"field": "body", "message": exc.description}]
-            return jsonify(body), exc.code
+            field = ERROR_FIELDS.get(exc.code, "request")
+            body = {
+                "error": exc.name,
+                "message": exc.description,
+                "status": exc.code,
+                "errors": [{"field": field, "message": exc.description}],
+            }
+            response = jsonify(body)
+            for name in ("Retry-After", "Allow", "WWW-Authenticate"):
+                if exc.get_headers() and dict(exc.get_headers()).get(name):
+                    response.headers[name] = dict(exc.get_headers())[name]
+            return response, exc.code
         return render_template("error.html", error=exc), exc.code
 
     def handle_unexpected(exc: Exception):
@@ -118,6 +130,14 @@ def register_template_helpers(app: Flask) -> None:
     @app.template_filter("london")
     def london(value, fmt="%a %d %b %H:%M"):
         return to_london(value).strftime(fmt) if value else ""
+
+    @app.context_processor
+    def grid_status_helper():
+        def grid_status() -> dict:
+            """Where the grid numbers come from now (for the banner on every page)."""
+            return app.extensions["energy_agent"].health(get_db(), app.config["CLOCK"]())
+
+        return {"grid_status": grid_status}
 
     @app.template_filter("london_iso")
     def london_iso(value: str, fmt="%a %d %b %H:%M"):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 SLOT = timedelta(minutes=30)
@@ -112,6 +112,17 @@ Objective = Literal["carbon", "cost", "balanced"]
 JobStatus = Literal["pending", "scheduled", "running", "completed", "cancelled", "failed"]
 MAX_DURATION_MINUTES = 7 * 24 * 60
 DEFAULT_PUE = 1.2  # a modern, efficient facility; set the asset's own PUE where it is known
+MIN_YEAR, MAX_YEAR = 2000, 2100  # times outside this are mistakes, and would overflow date arithmetic
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+# PostgreSQL text cannot hold NUL; other characters (even newlines) are stored and shown escaped.
+Name = Annotated[str, AfterValidator(_no_nul)]
 
 
 class PlanSpec(BaseModel):
@@ -119,7 +130,7 @@ class PlanSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    name: str = Field("", max_length=200)
+    name: Name = Field("", max_length=200)
     duration_minutes: int = Field(ge=30, le=MAX_DURATION_MINUTES, description="run time; rounded up to half-hours")
     power_kw: float = Field(gt=0, le=100_000, description="IT load in kW; energy = power × PUE × time")
     earliest_start: datetime | None = Field(None, description="default: now")
@@ -141,6 +152,8 @@ class PlanSpec(BaseModel):
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("must include a timezone, e.g. 2026-01-01T09:00:00Z")
+        if value is not None and not MIN_YEAR <= value.year <= MAX_YEAR:
+            raise ValueError(f"must be between {MIN_YEAR} and {MAX_YEAR}")
         return None if value is None else value.astimezone(timezone.utc)
 
     @field_validator("regions", mode="before")
@@ -182,7 +195,7 @@ CROSS_FIELD = {"conflict": "regions", "order": "deadline", "chunk": "min_chunk_m
 class JobSpec(PlanSpec):
     """A job to submit (POST /jobs)."""
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Name = Field(min_length=1, max_length=200)
 
 
 class AssetSpec(BaseModel):
@@ -190,7 +203,7 @@ class AssetSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Name = Field(min_length=1, max_length=200)
     region_id: int = Field(ge=1, le=14, description="Carbon Intensity DNO region 1-14 (the Agile letter follows)")
     max_power_kw: float = Field(gt=0, le=1_000_000)
     pue: float = Field(DEFAULT_PUE, ge=1.0, le=3.0, description="power usage effectiveness; default 1.2")

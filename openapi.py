@@ -21,9 +21,16 @@ def _json(schema: dict, description: str) -> dict:
 
 ERRORS = {
     "400": _json(_ref("ErrorOut"), "a malformed parameter or body, naming the field"),
-    "413": {"description": "the body is larger than MAX_CONTENT_LENGTH"},
+    "413": _json(_ref("ErrorOut"), "the body is larger than MAX_CONTENT_LENGTH"),
     "422": _json(_ref("ErrorOut"), "invalid input, or a job that cannot be placed (`infeasible`)"),
 }
+# Every operation may also answer these; every error body has the ErrorOut shape.
+COMMON = {
+    "429": _json(_ref("ErrorOut"), "rate limited; retry after the Retry-After header's seconds"),
+    "default": _json(_ref("ErrorOut"), "any other error, naming the field or `request`"),
+}
+AUTH = {"401": _json(_ref("ErrorOut"), "log in, or send Authorization: Bearer <token>")}
+BEARER = [{"bearer": []}]
 
 
 def _body(name: str) -> dict:
@@ -53,6 +60,11 @@ def openapi_spec() -> dict:
         ref_template=REF,
     )
     not_found = {"404": _json(_ref("ErrorOut"), "no such id")}
+    decisions = {
+        "type": "object",
+        "required": ["decisions"],
+        "properties": {"decisions": {"type": "array", "items": {"type": "object"}}},
+    }
     paths = {
         "/api/v1/signals": {
             "get": {
@@ -137,7 +149,25 @@ def openapi_spec() -> dict:
                 "responses": {"200": _json(_ref("AssetOut"), "the asset"), **not_found},
             }
         },
+        "/api/v1/decisions": {
+            "get": {
+                "summary": "Audit records, newest first (an operator sees those about their own jobs)",
+                "parameters": [
+                    _query("job_id", "only this job's decisions", {"type": "integer", "minimum": 1}),
+                    _query("kind", "plan, replan, dispatch, cancel, ..."),
+                    _query("limit", "1-1000 (default 100)", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                ],
+                "responses": {"200": _json(decisions, "the decisions"), "400": ERRORS["400"]},
+            }
+        },
     }
+    open_operations = {("/api/v1/signals", "get"), ("/api/v1/plan", "post")}
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            operation["responses"].update(COMMON)
+            if (path, method) not in open_operations:
+                operation["responses"].update(AUTH)
+                operation["security"] = BEARER
     return {
         "openapi": "3.1.0",
         "info": {
@@ -147,5 +177,14 @@ def openapi_spec() -> dict:
             "Times are ISO 8601 UTC; carbon in gCO2/kWh and kg; prices in p/kWh inc. VAT.",
         },
         "paths": paths,
-        "components": {"schemas": schemas["$defs"]},
+        "components": {
+            "schemas": schemas["$defs"],
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "an API token from `flask --app app tokens create NAME`",
+                }
+            },
+        },
     }

@@ -133,3 +133,9 @@ def test_cli_plan_reports_infeasible_and_bad_input(runner):
     assert tight.exit_code != 0 and "deadline" in tight.output
     bad = runner.invoke(args=["plan", "--duration", "3x", "--power-kw", "1"])
     assert bad.exit_code != 0 and "not a duration" in bad.output
+
+
+def test_every_page_says_where_the_grid_data_comes_from(operator, api):
+    job = api.post("/api/v1/jobs", json=JOB).get_json()
+    for path in ("/", "/jobs", "/jobs/new", f"/jobs/{job['id']}", "/assets", "/decisions", "/docs"):
+        assert "Replay of recorded real data" in operator.get(path).data.decode(), path
