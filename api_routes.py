@@ -15,6 +15,7 @@ from job_agent import (
     ValidationFailed,
     asset_out,
     create_asset,
+    fleet_statistics,
     get_asset,
     get_job,
     job_out,
@@ -26,6 +27,7 @@ from job_agent import (
 from models import MAX_YEAR, MIN_YEAR, AssetSpec, JobSpec, PlanSpec
 from openapi import openapi_spec
 from regions import RegionError, parse_region
+from scheduler import NoSuchOffer, offer_body
 from security import anonymous_limit, limiter, write_limit
 from storage import get_db
 from timeutil import floor_slot, london_day_bounds, parse_utc
@@ -176,10 +178,19 @@ def _conflict(exc: IllegalTransition):
     return jsonify({"errors": [{"field": "status", "message": str(exc)}]}), 409
 
 
-def infeasible_response(planned):
-    """422 naming the constraint that cannot be met, and by how much."""
+def infeasible_response(planned, job=None):
+    """409 with the planner's counter-offers (and the stored pending job), or 422 when there are none;
+    either way naming the constraint that cannot be met, and by how much."""
     why = planned.outcome
-    return jsonify({"errors": [{"field": why.constraint, "message": why.message}], "infeasible": why.as_dict()}), 422
+    body = {"errors": [{"field": why.constraint, "message": why.message}], "infeasible": why.as_dict()}
+    if not planned.offers:
+        return jsonify(body), 422
+    if job is None:  # a dry run: the offers say what would work, but there is nothing to accept
+        body["offers"] = [offer_body(o, planned.signals) for o in planned.offers]
+    else:
+        body["job"] = job_out(job, scheduler().offers_for(get_db(), job.id)).model_dump(mode="json")
+        body["offers"] = body["job"]["offers"]
+    return jsonify(body), 409
 
 
 def json_response(model, status: int = 200):
@@ -205,9 +216,13 @@ def create_job():
     """Submit a job: planned, stored as scheduled, the decision recorded."""
     spec = validate(JobSpec, json_body())
     job, planned = scheduler().submit(get_db(), spec, clock(), owner_id=current_user.id)
-    if job is None:
-        return infeasible_response(planned)
-    response = json_response(job_out(job), 201)
+    if job is None or not planned.feasible:
+        return infeasible_response(planned, job)
+    body = job_out(job).model_dump(mode="json")
+    if job.callback_secret:
+        body["callback_secret"] = job.callback_secret  # shown this once: it signs the job's callbacks
+    response = jsonify(body)
+    response.status_code = 201
     response.headers["Location"] = f"/api/v1/jobs/{job.id}"
     return response
 
@@ -227,8 +242,9 @@ def jobs():
 @api.get("/jobs/<int(max=9223372036854775807):job_id>")
 @login_required
 def job(job_id: int):
-    """One job with its plan."""
-    return json_response(job_out(get_job(get_db(), job_id, owner_filter())))
+    """One job with its plan (and its open counter-offers while it is pending)."""
+    job = get_job(get_db(), job_id, owner_filter())
+    return json_response(job_out(job, scheduler().offers_for(get_db(), job.id)))
 
 
 @api.post("/jobs/<int(max=9223372036854775807):job_id>/cancel")
@@ -238,6 +254,41 @@ def cancel_job(job_id: int):
     """Cancel a job that has not finished."""
     get_job(get_db(), job_id, owner_filter())
     return json_response(job_out(scheduler().cancel(get_db(), job_id, clock())))
+
+
+@api.post("/jobs/<int(max=9223372036854775807):job_id>/accept")
+@login_required
+@limiter.limit(write_limit)
+def accept_offer(job_id: int):
+    """Accept one of a pending job's counter-offers by its id: the job is planned with that change."""
+    get_job(get_db(), job_id, owner_filter())
+    body = json_body()
+    offer_id = body.get("offer_id")
+    if not isinstance(offer_id, str) or not offer_id:
+        raise ParamError("offer_id", "give the id of one of the job's offers")
+    try:
+        job, planned = scheduler().accept(get_db(), job_id, offer_id, clock())
+    except NoSuchOffer as exc:
+        return field_errors(404, ("offer_id", str(exc)))
+    if not planned.feasible:
+        return infeasible_response(planned, job)
+    return json_response(job_out(job))
+
+
+@api.post("/jobs/<int(max=9223372036854775807):job_id>/complete")
+@login_required
+@limiter.limit(write_limit)
+def complete_job(job_id: int):
+    """Report a running job finished; the actual run is recorded."""
+    get_job(get_db(), job_id, owner_filter())
+    return json_response(job_out(scheduler().complete(get_db(), job_id, clock())))
+
+
+@api.get("/statistics")
+@login_required
+def statistics():
+    """Per asset and overall: jobs by status, energy, kg CO2 and GBP planned and saved, per inference."""
+    return jsonify(fleet_statistics(get_db(), owner_filter()))
 
 
 @api.get("/assets")

@@ -14,6 +14,7 @@ import config as config_module
 from api_clients import CarbonIntensityClient, OctopusAgileClient, build_session, shared_recorded_source
 from audit_logger import AuditLog
 from auth import login_manager, users_exist
+from callbacks import CallbackSender
 from energy_agent import EnergyAgent
 from scheduler import Scheduler
 from security import init_security
@@ -70,6 +71,15 @@ def register_extensions(app: Flask) -> None:
         energy=app.extensions["energy_agent"],
         audit=AuditLog(app.config["AUDIT_LOG_PATH"]),
         carbon_price_gbp_per_tonne=app.config["CARBON_PRICE_GBP_PER_TONNE"],
+        replan_threshold=app.config["REPLAN_THRESHOLD"],
+        max_moves=app.config["MAX_MOVES"],
+        lease=timedelta(seconds=app.config["DISPATCH_LEASE_SECONDS"]),
+        fleet_time_limit=app.config["FLEET_TIME_LIMIT"],
+        sender=CallbackSender(
+            timeout=(app.config["UPSTREAM_CONNECT_TIMEOUT"], app.config["CALLBACK_READ_TIMEOUT"]),
+            attempts=app.config["CALLBACK_ATTEMPTS"],
+            backoff=app.config["CALLBACK_BACKOFF"],
+        ),
     )
     login_manager.init_app(app)
     init_security(app)

@@ -46,6 +46,16 @@ def from_env() -> dict:
         "AUDIT_LOG_PATH": os.environ.get("AUDIT_LOG_PATH", str(INSTANCE_DIR / "decisions.jsonl")),
         # The `balanced` objective prices carbon at this (GBP per tonne CO2): a policy choice, not data.
         "CARBON_PRICE_GBP_PER_TONNE": float(os.environ.get("CARBON_PRICE_GBP_PER_TONNE", 100)),
+        # Scheduling: re-plan only for gains above REPLAN_THRESHOLD, at most MAX_MOVES times per job.
+        "REPLAN_THRESHOLD": float(os.environ.get("REPLAN_THRESHOLD", 0.02)),
+        "MAX_MOVES": _int("MAX_MOVES", 3),
+        "TICK_SECONDS": _int("TICK_SECONDS", 30),
+        "REPLAN_SECONDS": _int("REPLAN_SECONDS", 1800),
+        "DISPATCH_LEASE_SECONDS": _int("DISPATCH_LEASE_SECONDS", 120),
+        "FLEET_TIME_LIMIT": float(os.environ.get("FLEET_TIME_LIMIT", 5)),
+        "CALLBACK_ATTEMPTS": _int("CALLBACK_ATTEMPTS", 3),
+        "CALLBACK_BACKOFF": float(os.environ.get("CALLBACK_BACKOFF", 1.0)),
+        "CALLBACK_READ_TIMEOUT": float(os.environ.get("CALLBACK_READ_TIMEOUT", 10)),
         "MAX_CONTENT_LENGTH": _int("MAX_CONTENT_LENGTH", 1024 * 1024),
         "HOST": os.environ.get("HOST", "127.0.0.1"),
         "PORT": _int("PORT", 5000),

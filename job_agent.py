@@ -163,8 +163,8 @@ def list_jobs(
     return list(db.scalars(query))
 
 
-def job_out(job: Job) -> JobOut:
-    """The job as the API shows it."""
+def job_out(job: Job, offers: list[dict] | None = None) -> JobOut:
+    """The job as the API shows it (with its open counter-offers when given)."""
     plan = job.plan or {}
     return JobOut.model_validate(
         {
@@ -188,6 +188,11 @@ def job_out(job: Job) -> JobOut:
             "created_at": job.created_at,
             "updated_at": job.updated_at,
             **{key: plan.get(key) for key in ("placement", "plan", "baseline", "savings", "explanation")},
+            "offers": offers or None,
+            "infeasible": plan.get("infeasible"),
+            "moves": job.moves,
+            "actual_start": job.actual_start,
+            "actual_end": job.actual_end,
         }
     )
 
@@ -227,3 +232,54 @@ def asset_out(asset: Asset) -> AssetOut:
         octopus_letter=OCTOPUS_LETTER[asset.region_id],
         created_at=asset.created_at,
     )
+
+
+COUNTED = ("scheduled", "running", "completed")  # jobs whose plan will run or ran
+
+
+def _totals(jobs: list[Job]) -> dict:
+    """Jobs by status; energy, carbon and cost planned and saved; per inference where counts are known."""
+    counted = [j for j in jobs if j.status in COUNTED and j.plan]
+    out = {
+        "jobs": {status: sum(1 for j in jobs if j.status == status) for status in STATUSES},
+        "energy_kwh": sum(j.plan["plan"]["energy_kwh"] for j in counted),
+        "carbon_kg_planned": sum(j.plan["plan"]["carbon_kg"] for j in counted),
+        "carbon_kg_saved": sum(j.plan["savings"]["carbon_kg"] for j in counted),
+        "cost_gbp_planned": sum(j.plan["plan"]["cost_gbp"] or 0 for j in counted),
+        "cost_gbp_saved": sum(j.plan["savings"]["cost_gbp"] or 0 for j in counted),
+        "jobs_without_prices": sum(1 for j in counted if j.plan["plan"]["cost_gbp"] is None),
+    }
+    with_inferences = [j for j in counted if j.inference_count]
+    inferences = sum(j.inference_count for j in with_inferences)
+    out["inferences"] = inferences
+    out["carbon_g_per_inference"] = (
+        sum(j.plan["plan"]["carbon_kg"] for j in with_inferences) * 1000 / inferences if inferences else None
+    )
+    priced = [j for j in with_inferences if j.plan["plan"]["cost_gbp"] is not None]
+    priced_inferences = sum(j.inference_count for j in priced)
+    out["cost_gbp_per_inference"] = (
+        sum(j.plan["plan"]["cost_gbp"] for j in priced) / priced_inferences if priced_inferences else None
+    )
+    return {k: round(v, 6) if isinstance(v, float) else v for k, v in out.items()}
+
+
+def fleet_statistics(db: Session, owner_id: int | None = None) -> dict:
+    """The statistics per asset (and for jobs on no asset) and overall, for one operator's jobs or all."""
+    query = select(Job)
+    if owner_id is not None:
+        query = query.where(Job.owner_id == owner_id)
+    jobs = list(db.scalars(query))
+    assets = {a.id: a for a in list_assets(db)}
+    per_asset = []
+    for asset_id in sorted({j.asset_id for j in jobs if j.asset_id is not None}):
+        asset = assets[asset_id]
+        per_asset.append(
+            {
+                "asset_id": asset_id,
+                "name": asset.name,
+                "max_power_kw": asset.max_power_kw,
+                **_totals([j for j in jobs if j.asset_id == asset_id]),
+            }
+        )
+    unassigned = [j for j in jobs if j.asset_id is None]
+    return {"overall": _totals(jobs), "assets": per_asset, "no_asset": _totals(unassigned)}

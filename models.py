@@ -272,8 +272,15 @@ class JobOut(PlanSpec):
     baseline: BaselineOut | None = None
     savings: SavingsOut | None = None
     explanation: dict | None = None
+    offers: list[dict] | None = None
+    infeasible: dict | None = None
+    moves: int = 0
+    actual_start: datetime | None = None
+    actual_end: datetime | None = None
 
-    @field_serializer("created_at", "updated_at", "earliest_start", "deadline", when_used="json")
+    @field_serializer(
+        "created_at", "updated_at", "earliest_start", "deadline", "actual_start", "actual_end", when_used="json"
+    )
     def _times(self, value):
         return iso_z(value)
 

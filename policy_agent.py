@@ -265,8 +265,8 @@ class Windows:
         return int(np.isfinite(self.scores).sum())
 
 
-def contiguous_windows(kg, gbp, lo, hi, n, job: JobRequest) -> Windows:
-    """Score, carbon and cost of every n-long window in [lo, hi), caps applied (O(N) prefix sums)."""
+def contiguous_windows(kg, gbp, lo, hi, n, job: JobRequest, blocked: np.ndarray | None = None) -> Windows:
+    """Score, carbon and cost of every n-long window in [lo, hi), caps and full half-hours excluded (O(N))."""
     kg_sums = contiguous_sums(kg, lo, hi, n)
     gbp_sums = None if gbp is None else contiguous_sums(gbp, lo, hi, n)
     if job.objective == "carbon":
@@ -279,6 +279,8 @@ def contiguous_windows(kg, gbp, lo, hi, n, job: JobRequest) -> Windows:
         scores[kg_sums > job.carbon_cap_kg + EPS] = np.inf
     if job.cost_cap_gbp is not None and gbp_sums is not None:
         scores[gbp_sums > job.cost_cap_gbp + EPS] = np.inf
+    if blocked is not None:
+        scores[contiguous_sums(blocked.astype(float), lo, hi, n) > 0] = np.inf
     return Windows(lo, n, scores, kg_sums, gbp_sums)
 
 
@@ -341,7 +343,9 @@ def best_interruptible(score: np.ndarray, n: int, m: int) -> tuple[int, ...] | N
     return tuple(sorted(chosen))
 
 
-def best_interruptible_capped(score, kg, gbp, n: int, m: int, job: JobRequest) -> tuple[int, ...] | None:
+def best_interruptible_capped(
+    score, kg, gbp, n: int, m: int, job: JobRequest, blocked: np.ndarray | None = None
+) -> tuple[int, ...] | None:
     """Exact best n half-hours in runs of at least m under carbon/cost caps: a MILP solved by HiGHS."""
     length = len(score)
     if length < n:
@@ -374,11 +378,14 @@ def best_interruptible_capped(score, kg, gbp, n: int, m: int, job: JobRequest) -
         add({t: float(kg[t]) for t in range(length)}, -np.inf, job.carbon_cap_kg)
     if job.cost_cap_gbp is not None and gbp is not None:
         add({t: float(gbp[t]) for t in range(length)}, -np.inf, job.cost_cap_gbp)
+    upper_bounds = np.ones(2 * length)
+    if blocked is not None:
+        upper_bounds[:length][blocked] = 0  # a full half-hour cannot be used
     result = milp(
         c,
         constraints=LinearConstraint(np.array(rows), lower, upper),
         integrality=np.ones(2 * length),
-        bounds=Bounds(0, 1),
+        bounds=Bounds(0, upper_bounds),
         options={"mip_rel_gap": 0, "time_limit": 20},
     )
     if result.status != 0 or result.x is None:
@@ -463,8 +470,14 @@ def _cap_infeasible(kg, gbp, lo, hi, job: JobRequest, region: str) -> Infeasible
 RUNNERS_UP = 3
 
 
-def plan_region(series: Series, job: JobRequest) -> tuple[Candidate | None, list[Candidate], int, Infeasible | None]:
-    """The best placement in one region, its best contiguous alternatives, how many were feasible, or why none."""
+def plan_region(
+    series: Series, job: JobRequest, headroom: np.ndarray | None = None
+) -> tuple[Candidate | None, list[Candidate], int, Infeasible | None]:
+    """The best placement in one region, its best contiguous alternatives, how many were feasible, or why none.
+
+    `headroom` (kW per half-hour of the series) is what an asset's cap leaves free; half-hours with less than
+    the job's power cannot be used.
+    """
     kg, gbp = slot_terms(series, job)
     score = slot_scores(kg, gbp, job)
     needs_prices = job.objective != "carbon" or job.cost_cap_gbp is not None
@@ -476,32 +489,64 @@ def plan_region(series: Series, job: JobRequest) -> tuple[Candidate | None, list
         )
         return None, [], 0, why
     lo, hi = window(series, job)
-    n, m = job.slots, job.min_chunk_slots
+    n = job.slots
     if hi - lo < n:
         return None, [], 0, _infeasible_window(series, job, lo, hi)
-    windows = contiguous_windows(kg, gbp, lo, hi, n, job)
+    blocked = None if headroom is None else np.asarray(headroom) < job.power_kw - 1e-9
+    windows = contiguous_windows(kg, gbp, lo, hi, n, job, blocked)
     energy = job.energy_per_slot_kwh
     ranked = [windows.candidate(series.region, i, energy) for i in windows.ranked(RUNNERS_UP + 1)]
     if job.interruptible:
-        if job.carbon_cap_kg is not None or job.cost_cap_gbp is not None:
-            chosen = best_interruptible_capped(score[lo:hi], kg[lo:hi], None if gbp is None else gbp[lo:hi], n, m, job)
-        else:
-            chosen = best_interruptible(score[lo:hi], n, m)
+        chosen = _best_interruptible_in(score, kg, gbp, lo, hi, job, blocked)
         if chosen is None:
-            return None, ranked, 0, _cap_infeasible(kg, gbp, lo, hi, job, series.region)
+            return None, ranked, 0, _why_not(series, job, headroom, kg, gbp, lo, hi)
         indices = tuple(lo + i for i in chosen)
         best = Candidate(series.region, indices, float(score[list(indices)].sum()), totals_of(indices, kg, gbp, job))
         return best, [c for c in ranked if c.indices != indices], windows.feasible + 1, None
     if not ranked:
-        return None, [], 0, _cap_infeasible(kg, gbp, lo, hi, job, series.region)
+        return None, [], 0, _why_not(series, job, headroom, kg, gbp, lo, hi)
     return ranked[0], ranked[1:], windows.feasible, None
 
 
-def plan(job: JobRequest, regions: list[Series]) -> Plan | Infeasible:
-    """The best (region, placement) among the allowed regions, with baseline, savings and explanation."""
+BIG = 1e12  # a score no real half-hour reaches: marks full half-hours for the dynamic programme
+
+
+def _best_interruptible_in(score, kg, gbp, lo, hi, job: JobRequest, blocked) -> tuple[int, ...] | None:
+    """Best interruptible set in [lo, hi) avoiding blocked half-hours (relative indices), or None."""
+    n, m = job.slots, job.min_chunk_slots
+    part = None if blocked is None else blocked[lo:hi]
+    if job.carbon_cap_kg is not None or job.cost_cap_gbp is not None:
+        return best_interruptible_capped(score[lo:hi], kg[lo:hi], None if gbp is None else gbp[lo:hi], n, m, job, part)
+    values = score[lo:hi] if part is None else np.where(part, BIG, score[lo:hi])
+    chosen = best_interruptible(values, n, m)
+    if chosen is None or (part is not None and part[list(chosen)].any()):
+        return None
+    return chosen
+
+
+def _why_not(series: Series, job: JobRequest, headroom, kg, gbp, lo, hi) -> Infeasible:
+    """Capacity when the job would fit without the asset's other load, else the cap that cannot be met."""
+    if headroom is not None and plan_region(series, job)[0] is not None:
+        free = float(np.min(np.asarray(headroom)[lo:hi])) if hi > lo else 0.0
+        return Infeasible(
+            "capacity",
+            f"region {series.region}: the asset has too little free power between the earliest start and the "
+            f"deadline for {job.power_kw} kW over {job.slots * 30} minutes (as little as {max(free, 0):.1f} kW free)",
+            shortfall=round(job.power_kw - max(free, 0.0), 6),
+            unit="kW",
+        )
+    return _cap_infeasible(kg, gbp, lo, hi, job, series.region)
+
+
+def plan(job: JobRequest, regions: list[Series], headroom: dict[str, np.ndarray] | None = None) -> Plan | Infeasible:
+    """The best (region, placement) among the allowed regions, with baseline, savings and explanation.
+
+    `headroom` maps a region to the free power (kW) per half-hour of its series, where an asset's cap applies.
+    """
     if not regions:
         return Infeasible("regions", "no region to plan in")
-    results = [(series, *plan_region(series, job)) for series in regions]
+    headroom = headroom or {}
+    results = [(series, *plan_region(series, job, headroom.get(series.region))) for series in regions]
     feasible = [(series, best, others, count) for series, best, others, count, _ in results if best is not None]
     reasons = {series.region: why.message for series, _, _, _, why in results if why is not None}
     if not feasible:
@@ -520,7 +565,7 @@ def plan(job: JobRequest, regions: list[Series]) -> Plan | Infeasible:
         )
     baseline_totals = totals_of(range(lo, lo + job.slots), *slot_terms(baseline_series, job), job)
     series_by_region = {s.region: s for s in regions}
-    explanation = explain(job, series, best, feasible, series_by_region, reasons)
+    explanation = explain(job, series, best, feasible, series_by_region, reasons, headroom.get(series.region))
     return Plan(
         region=series.region,
         chunks=to_chunks(series, best.indices),
@@ -534,7 +579,9 @@ def plan(job: JobRequest, regions: list[Series]) -> Plan | Infeasible:
     )
 
 
-def explain(job: JobRequest, series: Series, best: Candidate, feasible, series_by_region, reasons) -> dict:
+def explain(
+    job: JobRequest, series: Series, best: Candidate, feasible, series_by_region, reasons, headroom=None
+) -> dict:
     """Why this placement: the score terms, the binding constraint, three runners-up, and the inputs used."""
     alternatives = [
         c for _, _, others, _ in feasible for c in others if (c.region, c.indices) != (best.region, best.indices)
@@ -561,7 +608,7 @@ def explain(job: JobRequest, series: Series, best: Candidate, feasible, series_b
         "objective": job.objective,
         "score_terms": _score_terms(job),
         "score": round(best.score, 6),
-        "binding_constraint": binding_constraint(job, series, best),
+        "binding_constraint": binding_constraint(job, series, best, headroom),
         "why": _why(job, best, considered),
         "runners_up": runners_up,
         "inputs": {
@@ -620,8 +667,12 @@ def binding_cap(job: JobRequest, series: Series) -> str | None:
     return None
 
 
-def binding_constraint(job: JobRequest, series: Series, best: Candidate) -> str:
-    """Which constraint shaped the choice: a cap it had to respect, the deadline, the earliest start, or none."""
+def binding_constraint(job: JobRequest, series: Series, best: Candidate, headroom=None) -> str:
+    """Which constraint shaped the choice: the asset's capacity, a cap, the deadline, the earliest start, or none."""
+    if headroom is not None:
+        free = plan_region(series, job)[0]
+        if free is not None and free.score < best.score - EPS:
+            return "capacity"  # alone on the asset it would have run elsewhere, more cheaply
     cap = binding_cap(job, series)
     if cap:
         return cap
@@ -632,3 +683,103 @@ def binding_constraint(job: JobRequest, series: Series, best: Candidate) -> str:
     if best.indices[0] == lo:
         return "earliest_start"
     return "none"
+
+
+# ---- negotiation ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CounterOffer:
+    """What the job would have to change (`changes`, in job-field terms) to be placed, and the plan it gets."""
+
+    kind: str  # later_deadline | interruptible | other_region | lowest_carbon | lowest_cost
+    changes: dict
+    plan: Plan
+    regions: tuple[str, ...]
+
+
+def counter_offers(
+    job: JobRequest,
+    allowed: list[Series],
+    others: list[Series] = (),
+    headroom: dict[str, np.ndarray] | None = None,
+) -> list[CounterOffer]:
+    """Placements the planner can offer when `job` cannot be placed as asked, each with its savings.
+
+    - later_deadline: the earliest deadline (on a half-hour) at which the job fits;
+    - interruptible: the same job allowed to run in half-hour chunks;
+    - other_region: the best region outside the allowed list (it relaxes data residency);
+    - lowest_carbon / lowest_cost: with the unattainable cap replaced by the lowest attainable value.
+    """
+    offers: list[CounterOffer] = []
+    keys = tuple(s.region for s in allowed)
+    deadline = _earliest_feasible_deadline(job, allowed, headroom)
+    if deadline is not None:
+        offers.append(
+            CounterOffer(
+                "later_deadline", {"deadline": deadline}, plan(replace(job, deadline=deadline), allowed, headroom), keys
+            )
+        )
+    if not job.interruptible:
+        chunked = plan(replace(job, interruptible=True, min_chunk_minutes=30), allowed, headroom)
+        if chunked.feasible:
+            offers.append(
+                CounterOffer("interruptible", {"interruptible": True, "min_chunk_minutes": 30}, chunked, keys)
+            )
+    best_other = min(
+        (p for p in (plan(job, [series]) for series in others) if p.feasible),
+        key=lambda p: (p.explanation["score"], p.start),
+        default=None,
+    )
+    if best_other is not None:
+        offers.append(CounterOffer("other_region", {"regions": [best_other.region]}, best_other, (best_other.region,)))
+    for cap, objective, kind in (("carbon_cap_kg", "carbon", "lowest_carbon"), ("cost_cap_gbp", "cost", "lowest_cost")):
+        if getattr(job, cap) is None:
+            continue
+        relaxed = plan(replace(job, objective=objective, carbon_cap_kg=None, cost_cap_gbp=None), allowed, headroom)
+        if relaxed.feasible:
+            attained = relaxed.totals.carbon_kg if cap == "carbon_cap_kg" else relaxed.totals.cost_gbp
+            new_cap = math.ceil(attained * 1000) / 1000  # to the gram / tenth of a penny, rounded up
+            offers.append(CounterOffer(kind, {cap: new_cap}, relaxed, keys))
+    return offers
+
+
+def _earliest_feasible_deadline(job: JobRequest, allowed: list[Series], headroom) -> datetime | None:
+    """The first half-hour boundary after the deadline at which the job fits (feasibility grows with it)."""
+    ends = sorted({s + SLOT for series in allowed for s in series.starts if s + SLOT > job.deadline})
+    if not ends or not plan(replace(job, deadline=ends[-1]), allowed, headroom).feasible:
+        return None
+    lo, hi = 0, len(ends) - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if plan(replace(job, deadline=ends[mid]), allowed, headroom).feasible:
+            hi = mid
+        else:
+            lo = mid + 1
+    return ends[lo]
+
+
+def plan_for(job: JobRequest, regions: list[Series], region: str, indices: tuple[int, ...], why: str) -> Plan:
+    """A Plan for a placement chosen elsewhere (the fleet planner), with the usual baseline and totals."""
+    series = next(s for s in regions if s.region == region)
+    kg, gbp = slot_terms(series, job)
+    score = slot_scores(kg, gbp, job)
+    chosen = Candidate(region, tuple(indices), float(score[list(indices)].sum()), totals_of(indices, kg, gbp, job))
+    baseline_series = regions[0]
+    lo, _ = window(baseline_series, job)
+    baseline = totals_of(range(lo, lo + job.slots), *slot_terms(baseline_series, job), job)
+    alone = plan_region(series, job)[0]
+    explanation = explain(job, series, chosen, [(series, chosen, [], 1)], {s.region: s for s in regions}, {})
+    explanation["why"] = why
+    explanation["binding_constraint"] = "capacity" if alone and alone.score < chosen.score - EPS else "none"
+    return Plan(
+        region=region,
+        chunks=to_chunks(series, indices),
+        totals=chosen.totals,
+        baseline_region=baseline_series.region,
+        baseline_start=baseline_series.starts[lo],
+        baseline=baseline,
+        explanation=explanation,
+        duration_slots=job.slots,
+        inference_count=job.inference_count,
+    )

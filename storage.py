@@ -171,8 +171,59 @@ class Job(Base):
     planned_start: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     planned_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
     plan: Mapped[dict | None] = mapped_column(JSON)  # placement, totals, baseline, savings, explanation
+    callback_secret: Mapped[str | None] = mapped_column(String(64))  # HMAC key for callbacks, shown once
+    moves: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # re-plans that moved it
+    actual_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    actual_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DispatchEvent(Base):
+    """A start or stop of a job's chunk, due at a time; claimed by one scheduler worker under a lease."""
+
+    __tablename__ = "dispatch_events"
+    __table_args__ = (UniqueConstraint("job_id", "chunk", "action", name="uq_dispatch_event"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    chunk: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(8))  # start | stop
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # pending | done | cancelled
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Dispatch(Base):
+    """A dispatch that happened. The unique constraint is the proof that no event is dispatched twice."""
+
+    __tablename__ = "dispatches"
+    __table_args__ = (UniqueConstraint("job_id", "chunk", "action", name="uq_dispatch_once"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    chunk: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(8))
+    worker: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    callback_status: Mapped[str | None] = mapped_column(String(64))
+
+
+class Offer(Base):
+    """A counter-offer for a job that could not be placed as asked."""
+
+    __tablename__ = "offers"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    changes: Mapped[dict] = mapped_column(JSON)
+    body: Mapped[dict] = mapped_column(JSON)  # the plan the offer leads to, with its savings
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class AuditHead(Base):

@@ -160,10 +160,10 @@ def submit_job():
         )
     except ValidationFailed as exc:
         return render_job_form(values, {e["field"].split(".")[0]: e["message"] for e in exc.errors}, 422)
-    if job is None:
+    if job is None:  # cannot be placed, and nothing to offer instead
         why = planned.outcome
         return render_job_form(values, {why.constraint: why.message}, 422, infeasible=why.as_dict())
-    return redirect(url_for("web.job_page", job_id=job.id), code=303)
+    return redirect(url_for("web.job_page", job_id=job.id), code=303)  # scheduled, or pending with offers
 
 
 @web.get("/jobs")
@@ -197,9 +197,10 @@ def jobs_page():
 def job_page(job_id: int):
     """A job: its window on the carbon and price chart, baseline vs plan, savings and the explanation."""
     try:
-        job = job_out(get_job(get_db(), job_id, owner_filter()))
+        row = get_job(get_db(), job_id, owner_filter())
     except NotFound:
         abort(404)
+    job = job_out(row, current_app.extensions["scheduler"].offers_for(get_db(), row.id))
     chart = signal = None
     if job.placement:
         now = current_app.config["CLOCK"]()
@@ -213,6 +214,28 @@ def job_page(job_id: int):
         except (RegionError, PostcodePending, SignalUnavailable):
             chart = None
     return render_template("job.html", job=job, chart=chart, signal=signal)
+
+
+@web.post("/jobs/<int(max=9223372036854775807):job_id>/accept")
+@login_required
+@limiter.limit(write_limit)
+def accept_offer_page(job_id: int):
+    """Accept a counter-offer from the job page."""
+    from scheduler import NoSuchOffer
+
+    try:
+        get_job(get_db(), job_id, owner_filter())
+        _, planned = current_app.extensions["scheduler"].accept(
+            get_db(), job_id, request.form.get("offer_id", ""), current_app.config["CLOCK"]()
+        )
+    except NotFound:
+        abort(404)
+    except (NoSuchOffer, IllegalTransition) as exc:
+        flash(str(exc))
+    else:
+        if not planned.feasible:
+            flash("That offer no longer fits; here are new ones.")
+    return redirect(url_for("web.job_page", job_id=job_id), code=303)
 
 
 @web.post("/jobs/<int(max=9223372036854775807):job_id>/cancel")

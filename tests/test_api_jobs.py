@@ -109,12 +109,11 @@ def test_assets_create_list_get_and_plan_on_asset(api):
         ({**JOB, "earliest_start": "2026-11-28T10:00:00Z", "deadline": "2026-11-28T08:00:00Z"}, "deadline"),
         ({**JOB, "regions": ["99"]}, "regions"),
         ({**JOB, "asset_id": 12345, "regions": None}, "asset_id"),
-        ({**JOB, "deadline": "2026-11-27T10:00:00Z"}, "deadline"),  # 1 h to do 3 h
-        ({**JOB, "carbon_cap_kg": 0.001}, "carbon_cap_kg"),
         ({**JOB, "deadline": "2020-01-01T00:00:00Z"}, "deadline"),
+        ({**JOB, "min_chunk_minutes": 60}, "min_chunk_minutes"),
     ],
 )
-def test_bad_or_infeasible_job_is_422_naming_the_field_and_stores_nothing(api, app, body, field):
+def test_bad_job_is_422_naming_the_field_and_stores_nothing(api, app, body, field):
     response = api.post("/api/v1/jobs", json=body)
     assert response.status_code == 422, response.get_json()
     assert field in [e["field"] for e in response.get_json()["errors"]]
@@ -122,8 +121,33 @@ def test_bad_or_infeasible_job_is_422_naming_the_field_and_stores_nothing(api, a
 
 
 def test_infeasible_says_by_how_much(api):
-    body = api.post("/api/v1/plan", json={**JOB, "deadline": "2026-11-27T11:00:00Z"}).get_json()
+    response = api.post("/api/v1/plan", json={**JOB, "deadline": "2026-11-27T11:00:00Z"})
+    body = response.get_json()
+    assert response.status_code == 409
     assert body["infeasible"]["constraint"] == "deadline" and body["infeasible"]["shortfall"] == 60
+    assert body["errors"][0]["field"] == "deadline"
+    assert {o["kind"] for o in body["offers"]} >= {"later_deadline"} and body["offers"][0]["id"] is None
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "kinds"),
+    [
+        ({"deadline": "2026-11-27T10:00:00Z"}, "deadline", {"later_deadline"}),  # 1 h to do 3 h
+        ({"carbon_cap_kg": 0.001}, "carbon_cap_kg", {"lowest_carbon", "other_region"}),
+    ],
+)
+def test_infeasible_job_is_409_with_counter_offers_and_stored_pending(api, app, change, field, kinds):
+    response = api.post("/api/v1/jobs", json={**JOB, **change})
+    body = response.get_json()
+    assert response.status_code == 409, body
+    assert body["errors"][0]["field"] == field
+    assert body["job"]["status"] == "pending" and count(app, Job) == 1
+    offers = {o["kind"]: o for o in body["offers"]}
+    assert kinds <= set(offers)
+    for offer in offers.values():
+        assert offer["id"] and offer["changes"] and "savings" in offer and offer["placement"]["start"].endswith("Z")
+    [decision] = decisions(app)
+    assert decision["kind"] == "negotiation" and len(decision["offers"]) == len(offers)
 
 
 def test_ten_megabyte_body_is_413_naming_the_body(api, app):

@@ -64,11 +64,19 @@ def test_form_errors_appear_beside_the_fields(operator, app):
     assert count(app, Job) == 0
 
 
-def test_infeasible_job_is_explained_on_the_form(operator, app):
+def test_infeasible_job_gets_offers_on_its_page_and_one_can_be_accepted(operator, app):
     tight = {**FORM, "deadline": "2026-11-27T10:30", "csrf_token": csrf_token(operator, "/jobs/new")}
-    html = operator.post("/jobs/new", data=tight).data.decode()
-    assert "cannot be placed" in html and 'id="deadline-error"' in html
-    assert count(app, Job) == 0
+    response = operator.post("/jobs/new", data=tight)
+    assert response.status_code == 303
+    page = operator.get(response.headers["Location"]).data.decode()
+    assert "cannot be placed as asked" in page and 'id="offers"' in page and "later deadline" in page
+    offer_id = page.split('name="offer_id" value="')[1].split('"')[0]
+    path = response.headers["Location"]
+    accepted = operator.post(f"{path}/accept", data={"offer_id": offer_id, "csrf_token": csrf_token(operator, path)})
+    assert accepted.status_code == 303
+    page = operator.get(path).data.decode()
+    assert "status-scheduled" in page and 'class="window"' in page
+    assert [d["kind"] for d in decisions(app)] == ["negotiation", "accept"]
 
 
 def test_job_name_is_escaped(operator, api):
