@@ -32,10 +32,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_FLEXIBILITY = timedelta(hours=24)  # deadline when none is given
 MAX_HORIZON = timedelta(minutes=MAX_DURATION_MINUTES) + timedelta(days=1)
-ACTIVE = ("scheduled", "running")
-OFFER_HORIZON = timedelta(
-    hours=24
-)  # how far past the deadline a later-deadline offer may reach  # statuses whose planned power counts against an asset's cap
+ACTIVE = ("scheduled", "running")  # statuses whose planned power counts against an asset's cap
+OFFER_HORIZON = timedelta(hours=24)  # how far past the deadline a later-deadline offer may reach
 
 
 class NoSuchOffer(LookupError):
