@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 from datetime import timedelta
 
@@ -157,11 +158,13 @@ def register_template_helpers(app: Flask) -> None:
 
 def register_cli(app: Flask) -> None:
     """`flask --app app signals ...`."""
-    from cli import audit, plan, signals, tokens, users
+    from cli import audit, jobs, plan, scheduler, signals, tokens, users
 
     app.cli.add_command(users)
     app.cli.add_command(tokens)
     app.cli.add_command(audit)
+    app.cli.add_command(scheduler)
+    app.cli.add_command(jobs)
     app.cli.add_command(signals)
     app.cli.add_command(plan)
 
@@ -202,6 +205,62 @@ Grid signals, /health, /docs and POST /api/v1/plan work without an account.
 """
 
 
+def scheduler_step(app: Flask, worker: str, replan: bool) -> dict:
+    """One scheduler tick in an app context: dispatch what is due, re-plan when asked."""
+    with app.app_context():
+        return app.extensions["scheduler"].tick(get_db(), app.config["CLOCK"](), worker, replan=replan)
+
+
+def pending_due(app: Flask) -> int:
+    """How many dispatches are due and not yet done (claimed or not)."""
+    from sqlalchemy import func, select
+
+    from storage import DispatchEvent
+
+    with app.app_context():
+        now = app.config["CLOCK"]()
+        query = select(func.count()).where(DispatchEvent.status == "pending", DispatchEvent.due_at <= now)
+        return get_db().scalar(query)
+
+
+def run_scheduler(app: Flask, worker: str, stop: threading.Event, until_idle: bool = False) -> None:
+    """The scheduler loop: dispatch every TICK_SECONDS; re-plan every REPLAN_SECONDS or when new data arrives.
+
+    With `until_idle`, return once nothing due is left (what tests and one-shot runs use).
+    """
+    last_replan, last_data = None, object()
+    while not stop.is_set():
+        now = app.config["CLOCK"]()
+        with app.app_context():
+            data = app.extensions["energy_agent"].data_version(get_db())
+        replan = (
+            last_replan is None
+            or data != last_data
+            or (now - last_replan).total_seconds() >= app.config["REPLAN_SECONDS"]
+        )
+        try:
+            result = scheduler_step(app, worker, replan)
+        except Exception:  # one bad tick must not stop dispatching
+            log.exception("scheduler tick failed")
+            result = {"dispatched": 0, "moved": 0}
+        if replan:
+            last_replan, last_data = now, data
+        if result["dispatched"] or result["moved"]:
+            log.info("scheduler %s: %s", worker, result)
+        if until_idle and not result["dispatched"] and not pending_due(app):
+            return
+        stop.wait(0 if result["dispatched"] else app.config["TICK_SECONDS"] if not until_idle else 0.5)
+
+
+def start_scheduler(app: Flask) -> threading.Thread:
+    """The embedded default's scheduler: one ticker thread beside the dev server."""
+    stop = threading.Event()
+    worker = f"{socket.gethostname()}:{os.getpid()}:thread"
+    thread = threading.Thread(target=run_scheduler, args=(app, worker, stop), name="scheduler", daemon=True)
+    thread.start()
+    return thread
+
+
 def main() -> None:
     """Serve on HOST:PORT with the embedded defaults (SQLite + live data, or replayed real data offline)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -210,6 +269,7 @@ def main() -> None:
         if not users_exist(get_db()):
             print(FIRST_USER_HINT, flush=True)
     start_refresher(app)
+    start_scheduler(app)
     log.info(
         "serving on http://%s:%s (GRID_SOURCE=%s)", app.config["HOST"], app.config["PORT"], app.config["GRID_SOURCE"]
     )

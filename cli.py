@@ -276,3 +276,75 @@ def revoke_token_command(token_id: int):
     except AuthError as exc:
         raise click.UsageError(str(exc)) from exc
     click.echo(f"token {token_id} revoked")
+
+
+@click.group(cls=AppGroup)
+def scheduler():
+    """The scheduler process: dispatch jobs at their start, re-plan as forecasts change."""
+
+
+@scheduler.command("run")
+@click.option("--worker-id", default=None, help="a name for this worker's claims (default host:pid)")
+@click.option("--until-idle", is_flag=True, help="exit once nothing due is left (one-shot runs, tests)")
+def run_scheduler_command(worker_id: str | None, until_idle: bool):
+    """Run the scheduler loop; any number of these may run against PostgreSQL."""
+    import os
+    import signal
+    import socket
+    import threading
+
+    from app import run_scheduler
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    worker = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+    click.echo(f"scheduler {worker} running (tick {current_app.config['TICK_SECONDS']} s)")
+    run_scheduler(current_app._get_current_object(), worker, stop, until_idle=until_idle)
+
+
+@scheduler.command("tick")
+@click.option("--replan", is_flag=True, help="also re-plan jobs that have not started")
+def tick_command(replan: bool):
+    """One scheduler step, for a cron job or a timer."""
+    import os
+    import socket
+
+    from app import scheduler_step
+
+    result = scheduler_step(current_app._get_current_object(), f"{socket.gethostname()}:{os.getpid()}", replan)
+    click.echo(f"dispatched {result['dispatched']}, moved {result['moved']}")
+
+
+@click.group(cls=AppGroup)
+def jobs():
+    """Jobs from the command line."""
+
+
+@jobs.command("export")
+@click.option("--format", "fmt", type=click.Choice(["at", "sbatch"]), required=True)
+def export_jobs(fmt: str):
+    """Print `at -t ...` or `sbatch --begin=...` lines for scheduled jobs (times in UTC: run with TZ=UTC)."""
+    from sqlalchemy import select
+
+    from scheduler import chunks_of
+    from storage import Job
+
+    db = get_db()
+    for job in db.scalars(select(Job).where(Job.status == "scheduled").order_by(Job.planned_start)):
+        for number, (start, end) in enumerate(chunks_of(job), start=1):
+            minutes = int((end - start).total_seconds() // 60)
+            label = f"job-{job.id}" + (f"-run{number}" if job.interruptible else "")
+            if fmt == "at":
+                click.echo(f"TZ=UTC at -t {start:%Y%m%d%H%M} -f {label}.sh  # {job.name}, {minutes} min")
+            else:
+                click.echo(
+                    f"sbatch --begin={start:%Y-%m-%dT%H:%M:%S} --time={minutes // 60:02d}:{minutes % 60:02d}:00 "
+                    f"--job-name={shlex_quote(job.name)} {label}.sh  # times UTC"
+                )
+
+
+def shlex_quote(text: str) -> str:
+    """A shell-safe single argument."""
+    import shlex
+
+    return shlex.quote(text)

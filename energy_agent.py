@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 import price_forecast
@@ -92,6 +92,10 @@ class EnergyAgent:
         price = self._feed_health(db, f"price:{self.national_price_letter}", now)
         ok = carbon["source"] == price["source"] == "live" or self.mode == "recorded"
         return {"status": "ok" if ok else "degraded", "mode": self.mode, "signals": {"carbon": carbon, "price": price}}
+
+    def data_version(self, db: Session) -> datetime | None:
+        """When any feed last fetched new data (the scheduler re-plans when this changes)."""
+        return db.scalar(select(func.max(FeedStatus.last_success_at)))
 
     def _feed_health(self, db: Session, feed: str, now: datetime) -> dict:
         status = db.get(FeedStatus, feed) if self.mode != "recorded" else None

@@ -155,3 +155,17 @@ def api(app, api_token):
 def operator(app, api_token):
     """alice in a browser: a logged-in session client."""
     return log_in(app, "alice")
+
+
+@pytest.fixture
+def postgres_url():
+    """An empty PostgreSQL database (TEST_DATABASE_URL) and an engine on it; skipped, saying why, without it."""
+    url = os.environ.get("TEST_DATABASE_URL")
+    if not url:
+        pytest.skip("TEST_DATABASE_URL is not set: the PostgreSQL concurrency test is skipped (.ci/run sets it)")
+    engine = create_engine(normalise_url(url))
+    Base.metadata.drop_all(engine)
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    yield url, engine
+    engine.dispose()

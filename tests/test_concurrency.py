@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select
 
 from audit_logger import verify_file
 from conftest import _make_app, make_user
-from storage import Base, Job, normalise_url
+from storage import Job
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENTS, PER_CLIENT = 8, 125
@@ -26,19 +26,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-@pytest.fixture
-def postgres_url():
-    url = os.environ.get("TEST_DATABASE_URL")
-    if not url:
-        pytest.skip("TEST_DATABASE_URL is not set: the PostgreSQL concurrency test is skipped (.ci/run sets it)")
-    engine = create_engine(normalise_url(url))
-    Base.metadata.drop_all(engine)
-    with engine.begin() as connection:
-        connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
-    yield url, engine
-    engine.dispose()
 
 
 @pytest.fixture
