@@ -158,13 +158,14 @@ def register_template_helpers(app: Flask) -> None:
 
 def register_cli(app: Flask) -> None:
     """`flask --app app signals ...`."""
-    from cli import audit, jobs, plan, scheduler, signals, tokens, users
+    from cli import audit, jobs, plan, run_job, scheduler, signals, tokens, users
 
     app.cli.add_command(users)
     app.cli.add_command(tokens)
     app.cli.add_command(audit)
     app.cli.add_command(scheduler)
     app.cli.add_command(jobs)
+    app.cli.add_command(run_job)
     app.cli.add_command(signals)
     app.cli.add_command(plan)
 

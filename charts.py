@@ -27,6 +27,7 @@ class Chart:
     markers: list[dict] = field(default_factory=list)
     windows: list[tuple[float, float]] = field(default_factory=list)
     zero_price_y: float | None = None
+    cap_y: float | None = None  # load charts: the asset's power cap
 
 
 def _nice_max(value: float) -> float:
@@ -97,4 +98,34 @@ def signal_chart(slots: list[SignalSlot], windows: list[tuple[datetime, datetime
         if slot is not None:
             chart.markers.append({"name": name, "x": round((x(slot.start) + x(slot.end)) / 2, 1)})
     chart.windows = [(x(max(a, t0)), x(min(b, t1))) for a, b in windows or [] if a < t1 and b > t0]
+    return chart
+
+
+def load_chart(slots: list[SignalSlot], load: list[float], cap: float) -> Chart:
+    """Planned kW per half-hour (bars) against the asset's cap (a line), with carbon intensity (the line)."""
+    chart = signal_chart(slots)
+    if not slots:
+        return chart
+    x0, y0, x1, y1 = chart.plot
+    top = _nice_max(max(max(load, default=0.0), cap) * 1.05 or 1.0)
+
+    def y(kw: float) -> float:
+        return round(y1 - (y1 - y0) * kw / top, 1)
+
+    width = (x1 - x0) / len(slots)
+    chart.price_bars = [
+        {
+            "x": round(x0 + i * width + 0.5, 1),
+            "y": y(kw),
+            "w": max(round(width - 1, 1), 0.5),
+            "h": round(y1 - y(kw), 1),
+            "forecast": kw > cap + 1e-9,
+            "title": f"{to_london(s.start):%a %H:%M} {kw:.1f} kW planned",
+        }
+        for i, (s, kw) in enumerate(zip(slots, load, strict=True))
+        if kw > 0
+    ]
+    chart.price_ticks = [(y(top * i / 4), f"{top * i / 4:.0f}") for i in range(5)]
+    chart.zero_price_y = None
+    chart.cap_y = y(cap)
     return chart

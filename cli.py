@@ -348,3 +348,140 @@ def shlex_quote(text: str) -> str:
     import shlex
 
     return shlex.quote(text)
+
+
+@click.command("run-job", context_settings={"ignore_unknown_options": True})
+@click.option("--duration", required=True, help="run time, e.g. 2h")
+@click.option("--power-kw", required=True, type=float)
+@click.option("--within", default="12h", show_default=True, help="the command must finish within this")
+@click.option("--region", "regions", multiple=True, help="allowed region (repeat); default national")
+@click.option("--objective", type=click.Choice(["carbon", "cost", "balanced"]), default="carbon", show_default=True)
+@click.option("--name", default=None, help="job name (default: the command)")
+@click.option("--server", default=None, help="plan on a running server instead of locally, e.g. http://host:5000")
+@click.option("--token", envvar="CEC_TOKEN", default=None, help="API token for --server (or CEC_TOKEN)")
+@click.option("--dry-run", is_flag=True, help="print the plan only")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@with_appcontext
+def run_job(duration, power_kw, within, regions, objective, name, server, token, dry_run, command):
+    """Plan COMMAND into the best window, count down to it, run it, and record completion (like `cats`)."""
+    if not command and not dry_run:
+        raise click.UsageError(
+            "give the command to run after --, e.g. run-job --duration 2h --power-kw 5 -- ./train.sh"
+        )
+    now = current_app.config["CLOCK"]()
+    body = {
+        "name": name or " ".join(command)[:200] or "run-job",
+        "duration_minutes": parse_minutes(duration),
+        "power_kw": power_kw,
+        "objective": objective,
+        "regions": list(regions) or None,
+        "deadline": (now + timedelta(minutes=parse_minutes(within))).isoformat(),
+    }
+    runner = RemoteRun(server, token) if server else LocalRun()
+    result = runner.plan(body, dry_run)
+    click.echo(format_plan(result))
+    if dry_run:
+        return
+    from timeutil import parse_utc
+
+    wait_until(parse_utc(result["placement"]["start"]))
+    runner.started(result)
+    click.echo(f"running: {' '.join(command)}")
+    code = subprocess_call(list(command))
+    runner.finished(result, code)
+    click.echo(f"finished with exit code {code}; job {result.get('id')} recorded as completed")
+    raise click.exceptions.Exit(code)
+
+
+def wait_until(start) -> None:
+    """Count down on one line until `start` (by the app's clock)."""
+    import time
+
+    clock = current_app.config["CLOCK"]
+    while (remaining := (start - clock()).total_seconds()) > 0:
+        hours, rest = divmod(int(remaining), 3600)
+        click.echo(f"\rstarts in {hours:02d}:{rest // 60:02d}:{rest % 60:02d} ", nl=False)
+        time.sleep(min(remaining, 1.0))
+    click.echo("")
+
+
+def subprocess_call(command: list[str]) -> int:
+    """Run the command in the foreground; its exit code."""
+    import subprocess
+
+    return subprocess.call(command)
+
+
+class LocalRun:
+    """run-job against this app's own database."""
+
+    def plan(self, body: dict, dry_run: bool) -> dict:
+        """Plan (dry run) or submit the job; the plan body, with the job id when stored."""
+        from job_agent import ValidationFailed, validate
+        from models import JobSpec, PlanSpec
+
+        sched, db, now = current_app.extensions["scheduler"], get_db(), current_app.config["CLOCK"]()
+        try:
+            if dry_run:
+                planned = sched.plan(db, validate(PlanSpec, body), now)
+                job = None
+            else:
+                job, planned = sched.submit(db, validate(JobSpec, body), now)
+        except ValidationFailed as exc:
+            raise click.UsageError(str(exc)) from exc
+        if not planned.feasible:
+            raise click.ClickException(
+                f"cannot place the job ({planned.outcome.constraint}): {planned.outcome.message}"
+            )
+        return {**planned.body(), "id": job.id if job else None}
+
+    def started(self, result: dict) -> None:
+        """Mark the job running now (this process is its dispatcher)."""
+        current_app.extensions["scheduler"].start_now(get_db(), result["id"], current_app.config["CLOCK"]())
+
+    def finished(self, result: dict, code: int) -> None:
+        """Record completion, or failure when the command failed."""
+        sched, db, now = current_app.extensions["scheduler"], get_db(), current_app.config["CLOCK"]()
+        if code == 0:
+            sched.complete(db, result["id"], now, reason="run-job: the command exited 0")
+        else:
+            sched.fail(db, result["id"], now, reason=f"run-job: the command exited {code}")
+
+
+class RemoteRun:
+    """run-job against a server's REST API with a bearer token."""
+
+    def __init__(self, server: str, token: str | None):
+        if not token:
+            raise click.UsageError("--server needs --token (or CEC_TOKEN)")
+        import requests
+
+        self.base = server.rstrip("/")
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def _post(self, path: str, body: dict | None = None) -> tuple[int, dict]:
+        import requests
+
+        try:
+            response = self.session.post(f"{self.base}{path}", json=body or {}, timeout=(5, 60))
+        except requests.RequestException as exc:
+            raise click.ClickException(f"{self.base}: {exc}") from exc
+        return response.status_code, response.json() if response.content else {}
+
+    def plan(self, body: dict, dry_run: bool) -> dict:
+        """POST /api/v1/plan or /api/v1/jobs."""
+        status, answer = self._post("/api/v1/plan" if dry_run else "/api/v1/jobs", body)
+        if status not in (200, 201):
+            errors = "; ".join(f"{e['field']}: {e['message']}" for e in answer.get("errors", []))
+            raise click.ClickException(f"the server answered {status}: {errors or answer}")
+        return answer
+
+    def started(self, result: dict) -> None:
+        """The server's scheduler dispatches the start; nothing to do here."""
+
+    def finished(self, result: dict, code: int) -> None:
+        """Report completion to the server."""
+        status, answer = self._post(f"/api/v1/jobs/{result['id']}/complete")
+        if status != 200:
+            click.echo(f"warning: the server did not record completion ({status}): {answer}", err=True)

@@ -303,7 +303,10 @@ class FieldError(BaseModel):
 
 
 class ErrorOut(BaseModel):
-    """A 4xx answer: each offending field with a message; `infeasible` when the job cannot be placed."""
+    """A 4xx answer: each offending field with a message; `infeasible` when the job cannot be placed, with the
+    planner's counter-offers (409) and, for a submitted job, the job stored as pending."""
 
     errors: list[FieldError]
     infeasible: dict | None = None
+    offers: list[dict] | None = None
+    job: dict | None = None

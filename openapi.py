@@ -161,6 +161,59 @@ def openapi_spec() -> dict:
             }
         },
     }
+    conflict = {
+        "409": _json(
+            _ref("ErrorOut"),
+            "cannot be placed as asked: counter-offers (a submitted job is "
+            "stored as pending; accept one with POST .../accept)",
+        )
+    }
+    paths["/api/v1/plan"]["post"]["responses"].update(conflict)
+    paths["/api/v1/jobs"]["post"]["responses"].update(conflict)
+    paths["/api/v1/jobs/{job_id}/accept"] = {
+        "post": {
+            "summary": "Accept one of a pending job's counter-offers",
+            "parameters": [_id("job_id")],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["offer_id"],
+                            "properties": {"offer_id": {"type": "string"}},
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": _json(_ref("JobOut"), "the job, now scheduled"),
+                **not_found,
+                **conflict,
+                "400": ERRORS["400"],
+                "413": ERRORS["413"],
+            },
+        }
+    }
+    paths["/api/v1/jobs/{job_id}/complete"] = {
+        "post": {
+            "summary": "Report a running job finished (records the actual run)",
+            "parameters": [_id("job_id")],
+            "responses": {
+                "200": _json(_ref("JobOut"), "the completed job"),
+                **not_found,
+                "409": _json(_ref("ErrorOut"), "the job is not running"),
+            },
+        }
+    }
+    paths["/api/v1/statistics"] = {
+        "get": {
+            "summary": "Per asset and overall: jobs by status, energy, kg CO2 and GBP planned and saved",
+            "responses": {
+                "200": _json({"type": "object", "required": ["overall", "assets", "no_asset"]}, "the figures")
+            },
+        }
+    }
     open_operations = {("/api/v1/signals", "get"), ("/api/v1/plan", "post")}
     for path, operations in paths.items():
         for method, operation in operations.items():

@@ -406,6 +406,46 @@ class Scheduler:
         db.commit()
         return job
 
+    def start_now(self, db: Session, job_id: int, now: datetime, worker: str = "run-job") -> Job:
+        """Start a scheduled job now, as its own dispatcher (run-job): its first start event is done here."""
+        job = job_agent.get_job(db, job_id)
+        job_agent.transition(job, "running", now)
+        job.actual_start = now
+        db.execute(
+            update(DispatchEvent)
+            .where(
+                DispatchEvent.job_id == job.id,
+                DispatchEvent.chunk == 0,
+                DispatchEvent.action == "start",
+                DispatchEvent.status == "pending",
+            )
+            .values(status="done", done_at=now, claimed_by=worker)
+        )
+        db.add(Dispatch(job_id=job.id, chunk=0, action="start", worker=worker, at=now, callback_status=None))
+        self.decide(
+            db,
+            "dispatch",
+            job.id,
+            now,
+            action="start",
+            chunk=0,
+            worker=worker,
+            status="running",
+            reason="started by run-job at its planned window",
+        )
+        db.commit()
+        return job
+
+    def fail(self, db: Session, job_id: int, now: datetime, reason: str) -> Job:
+        """Mark a running job failed; the decision is recorded."""
+        job = job_agent.get_job(db, job_id)
+        job_agent.transition(job, "failed", now)
+        job.actual_end = now
+        self._drop_events(db, job.id)
+        self.decide(db, "complete", job.id, now, reason=reason, status="failed")
+        db.commit()
+        return job
+
     def _drop_events(self, db: Session, job_id: int) -> None:
         db.execute(
             update(DispatchEvent)

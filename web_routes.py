@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import numpy as np
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
 
 from auth import authenticate, login_required, owner_filter, users_exist
-from charts import signal_chart
+from charts import load_chart, signal_chart
 from energy_agent import PostcodePending, SignalUnavailable
 from job_agent import (
     STATUSES,
@@ -352,3 +353,51 @@ def safe_next(target: str | None) -> str:
     if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
         return target
     return url_for("web.jobs_page")
+
+
+# ---- dashboard ------------------------------------------------------------------------------------------
+
+
+def asset_panel(db, asset, now: datetime) -> dict:
+    """An asset's next 48 h: planned kW per half-hour against its cap, with its region's carbon intensity."""
+    from regions import region_by_id
+    from scheduler import ACTIVE, chunks_of, indices_in, to_series
+    from storage import Job
+
+    try:
+        signal = current_app.extensions["energy_agent"].signal(
+            db, region_by_id(asset.region_id), floor_slot(now), 48, now
+        )
+    except SignalUnavailable as exc:
+        return {"asset": asset, "chart": None, "error": str(exc)}
+    series = to_series(str(asset.region_id), signal)
+    load = np.zeros(len(signal.slots))
+    for job in db.query(Job).filter(Job.asset_id == asset.id, Job.status.in_(ACTIVE)):
+        load[list(indices_in(series, chunks_of(job)))] += job.power_kw
+    return {
+        "asset": asset,
+        "chart": load_chart(signal.slots, list(load), asset.max_power_kw),
+        "peak": load.max(),
+        "error": None,
+    }
+
+
+@web.get("/dashboard")
+@login_required
+def dashboard():
+    """Planned power per asset against its cap, the queue, running jobs, and totals saved."""
+    from job_agent import fleet_statistics
+
+    db, now = get_db(), current_app.config["CLOCK"]()
+    owner = owner_filter()
+    queue = list_jobs(db, status="scheduled", owner_id=owner)[::-1]
+    running = list_jobs(db, status="running", owner_id=owner)
+    pending = list_jobs(db, status="pending", owner_id=owner)
+    return render_template(
+        "dashboard.html",
+        stats=fleet_statistics(db, owner),
+        panels=[asset_panel(db, a, now) for a in list_assets(db)],
+        queue=[job_out(j) for j in sorted(queue, key=lambda j: j.planned_start)],
+        running=[job_out(j) for j in running],
+        pending=[job_out(j) for j in pending],
+    )

@@ -278,3 +278,58 @@ def test_scheduler_cli_and_export(api, app, runner):
     assert "sbatch --begin=2026-11-27T" in out.output and "--time=02:00:00" in out.output
     tick_out = runner.invoke(args=["scheduler", "tick", "--replan"])
     assert tick_out.exit_code == 0 and "dispatched 0, moved 0" in tick_out.output
+
+
+def test_dashboard_and_statistics(api, operator, app):
+    asset = api.post("/api/v1/assets", json={"name": "pod", "region_id": 14, "max_power_kw": 100}).get_json()
+    first = api.post(
+        "/api/v1/jobs",
+        json={"name": "a", "duration_minutes": 120, "power_kw": 60, "asset_id": asset["id"], "inference_count": 1000},
+    ).get_json()
+    second = api.post("/api/v1/jobs", json={**REPLAN_JOB, "name": "b"}).get_json()
+    stats = api.get("/api/v1/statistics").get_json()
+    overall = stats["overall"]
+    assert overall["jobs"]["scheduled"] == 2
+    assert overall["carbon_kg_planned"] == pytest.approx(first["plan"]["carbon_kg"] + second["plan"]["carbon_kg"])
+    assert overall["carbon_kg_saved"] == pytest.approx(first["savings"]["carbon_kg"] + second["savings"]["carbon_kg"])
+    assert overall["carbon_g_per_inference"] == pytest.approx(first["plan"]["carbon_kg"])  # 1000 inferences
+    [pod] = stats["assets"]
+    assert pod["name"] == "pod" and pod["jobs"]["scheduled"] == 1 and stats["no_asset"]["jobs"]["scheduled"] == 1
+    page = operator.get("/dashboard").data.decode()
+    assert 'class="cap"' in page and 'class="load' in page and "peak planned 60.0 kW" in page
+    assert 'id="queue"' in page and ">a</a>" in page and ">b</a>" in page
+
+
+def test_run_job_plans_waits_runs_and_records(app, runner, tmp_path):
+    marker = tmp_path / "ran"
+    dry = runner.invoke(
+        args=["run-job", "--duration", "30m", "--power-kw", "2", "--within", "3h", "--region", "14", "--dry-run"]
+    )
+    assert dry.exit_code == 0 and "Best job start time" in dry.output
+    result = runner.invoke(
+        args=[
+            "run-job",
+            "--duration",
+            "30m",
+            "--power-kw",
+            "2",
+            "--within",
+            "30m",
+            "--region",
+            "14",
+            "--",
+            "touch",
+            str(marker),
+        ]
+    )
+    assert result.exit_code == 0, result.output
+    assert marker.exists() and "recorded as completed" in result.output
+    with app.app_context():
+        job = get_db().query(Job).one()
+        assert job.status == "completed" and job.actual_start is not None
+    failing = runner.invoke(args=["run-job", "--duration", "30m", "--power-kw", "2", "--within", "30m", "--", "false"])
+    assert failing.exit_code == 1
+    with app.app_context():
+        assert get_db().query(Job).filter_by(status="failed").count() == 1
+    kinds = [d["kind"] for d in decisions(app)]
+    assert kinds.count("dispatch") == 2 and kinds.count("complete") == 2
