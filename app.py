@@ -15,6 +15,7 @@ import config as config_module
 from api_clients import CarbonIntensityClient, OctopusAgileClient, build_session, shared_recorded_source
 from audit_logger import AuditLog
 from auth import login_manager, users_exist
+from beckn_routes import beckn, init_beckn
 from callbacks import CallbackSender
 from energy_agent import EnergyAgent
 from scheduler import Scheduler
@@ -82,6 +83,7 @@ def register_extensions(app: Flask) -> None:
             backoff=app.config["CALLBACK_BACKOFF"],
         ),
     )
+    init_beckn(app)
     login_manager.init_app(app)
     init_security(app)
     app.teardown_appcontext(close_db)
@@ -94,6 +96,7 @@ def register_blueprints(app: Flask) -> None:
 
     app.register_blueprint(web)
     app.register_blueprint(api)
+    app.register_blueprint(beckn)
     app.register_blueprint(ops)
 
 
@@ -158,7 +161,7 @@ def register_template_helpers(app: Flask) -> None:
 
 def register_cli(app: Flask) -> None:
     """`flask --app app signals ...`."""
-    from cli import audit, jobs, plan, run_job, scheduler, signals, tokens, users
+    from cli import audit, beckn_cli, jobs, plan, run_job, scheduler, signals, tokens, users
 
     app.cli.add_command(users)
     app.cli.add_command(tokens)
@@ -166,6 +169,7 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(scheduler)
     app.cli.add_command(jobs)
     app.cli.add_command(run_job)
+    app.cli.add_command(beckn_cli)
     app.cli.add_command(signals)
     app.cli.add_command(plan)
 

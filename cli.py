@@ -485,3 +485,110 @@ class RemoteRun:
         status, answer = self._post(f"/api/v1/jobs/{result['id']}/complete")
         if status != 200:
             click.echo(f"warning: the server did not record completion ({status}): {answer}", err=True)
+
+
+@click.group("beckn", cls=AppGroup)
+def beckn_cli():
+    """The Beckn provider: our signing key, known buyers, and a test BAP client."""
+
+
+@beckn_cli.command("keygen")
+@click.option("--force", is_flag=True, help="replace an existing key")
+def keygen(force: bool):
+    """Create our ed25519 signing key (BECKN_PRIVATE_KEY_PATH, mode 600) and print the public key."""
+    import os
+
+    from beckn_auth import new_seed, public_key_b64
+
+    path = current_app.config["BECKN_PRIVATE_KEY_PATH"]
+    if os.path.exists(path) and not force:
+        raise click.UsageError(f"{path} exists; --force replaces it")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    seed = new_seed()
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(seed + "\n")
+    click.echo(f"private key written to {path} (keep it out of the repository)")
+    click.echo(
+        f"subscriber_id={current_app.config['BECKN_SUBSCRIBER_ID']} "
+        f"unique_key_id={current_app.config['BECKN_UNIQUE_KEY_ID']}"
+    )
+    click.echo(f"signing_public_key={public_key_b64(seed)}")
+
+
+@beckn_cli.command("subscribe")
+@click.argument("subscriber_id")
+@click.argument("unique_key_id")
+@click.argument("signing_public_key")
+@click.option("--url", default=None, help="the participant's subscriber URL")
+def subscribe(subscriber_id: str, unique_key_id: str, signing_public_key: str, url: str | None):
+    """Add a buyer (BAP) to the local registry of known signing keys."""
+    import base64
+    import binascii
+
+    from flexibility import add_subscriber
+
+    try:
+        if len(base64.b64decode(signing_public_key, validate=True)) != 32:
+            raise ValueError
+    except (binascii.Error, ValueError):
+        raise click.UsageError("signing_public_key must be a base64 32-byte ed25519 public key") from None
+    add_subscriber(get_db(), subscriber_id, unique_key_id, signing_public_key, url, current_app.config["CLOCK"]())
+    get_db().commit()
+    click.echo(f"subscribed {subscriber_id}|{unique_key_id}")
+
+
+@beckn_cli.command("send")
+@click.argument("action", type=click.Choice(["search", "select", "init", "confirm", "status", "cancel"]))
+@click.option("--to", "to", required=True, help="the BPP's Beckn base URL, e.g. http://127.0.0.1:5000/beckn")
+@click.option("--bap-id", default="cli.bap.local", show_default=True)
+@click.option("--key-id", default="k1", show_default=True)
+@click.option("--seed-file", type=click.Path(exists=True, dir_okay=False), help="our BAP signing seed (base64)")
+@click.option("--listen", type=int, default=None, help="serve /on_<action> on this 127.0.0.1 port and print it")
+@click.option("--transaction-id", default=None)
+@click.option("--message", "message_json", default="{}", help="the message object as JSON")
+@click.option("--wait", default=30.0, show_default=True, help="seconds to wait for the callback")
+def send_command(action, to, bap_id, key_id, seed_file, listen, transaction_id, message_json, wait):
+    """Sign and send one Beckn action; print the ACK and, with --listen, the callback it receives."""
+    import queue
+    import threading
+    import time
+
+    import requests
+    from werkzeug.serving import make_server
+    from werkzeug.wrappers import Request, Response
+
+    from beckn_auth import authorization
+    from beckn_routes import new_context
+
+    received: queue.Queue = queue.Queue()
+    bap_uri = f"http://127.0.0.1:{listen}" if listen else "http://127.0.0.1:9/unused"
+    server = None
+    if listen:
+
+        @Request.application
+        def bap(req: Request) -> Response:
+            received.put((req.path, req.get_data(as_text=True)))
+            return Response('{"message":{"ack":{"status":"ACK"}}}', content_type="application/json")
+
+        server = make_server("127.0.0.1", listen, bap, threaded=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    body = {
+        "context": new_context(current_app._get_current_object(), action, bap_id, bap_uri, transaction_id),
+        "message": json.loads(message_json),
+    }
+    data = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    if seed_file:
+        with open(seed_file) as handle:
+            headers["Authorization"] = authorization(handle.read().strip(), bap_id, key_id, data, int(time.time()))
+    response = requests.post(f"{to.rstrip('/')}/{action}", data=data, headers=headers, timeout=(3.05, 30))
+    click.echo(f"{response.status_code} {response.text.strip()}")
+    click.echo(f"transaction_id={body['context']['transaction_id']}")
+    if server is not None:
+        try:
+            path, text = received.get(timeout=wait)
+            click.echo(f"callback {path}: {text}")
+        except queue.Empty:
+            click.echo(f"no callback within {wait:g} s")
+        server.shutdown()

@@ -56,6 +56,17 @@ def from_env() -> dict:
         "CALLBACK_ATTEMPTS": _int("CALLBACK_ATTEMPTS", 3),
         "CALLBACK_BACKOFF": float(os.environ.get("CALLBACK_BACKOFF", 1.0)),
         "CALLBACK_READ_TIMEOUT": float(os.environ.get("CALLBACK_READ_TIMEOUT", 10)),
+        # Beckn provider (BPP): our identity, signing key (never in the repo), and pricing margin.
+        "BECKN_AUTH": os.environ.get("BECKN_AUTH", "on"),  # "off" only for local development
+        "BECKN_DOMAIN": os.environ.get("BECKN_DOMAIN", "beckn.one:DEG:compute-energy:1.0"),
+        "BECKN_SUBSCRIBER_ID": os.environ.get("BECKN_SUBSCRIBER_ID", "cec.bpp.local"),
+        "BECKN_UNIQUE_KEY_ID": os.environ.get("BECKN_UNIQUE_KEY_ID", "k1"),
+        "BECKN_URI": os.environ.get("BECKN_URI", "http://127.0.0.1:5000/beckn"),
+        "BECKN_PRIVATE_KEY": os.environ.get("BECKN_PRIVATE_KEY"),
+        "BECKN_PRIVATE_KEY_PATH": os.environ.get("BECKN_PRIVATE_KEY_PATH", str(INSTANCE_DIR / "beckn_ed25519.seed")),
+        "BECKN_MARGIN_GBP_PER_KWH": float(os.environ.get("BECKN_MARGIN_GBP_PER_KWH", 0.05)),
+        "BECKN_CALLBACK_ATTEMPTS": _int("BECKN_CALLBACK_ATTEMPTS", 3),
+        "BECKN_CALLBACK_BACKOFF": float(os.environ.get("BECKN_CALLBACK_BACKOFF", 1.0)),
         "MAX_CONTENT_LENGTH": _int("MAX_CONTENT_LENGTH", 1024 * 1024),
         "HOST": os.environ.get("HOST", "127.0.0.1"),
         "PORT": _int("PORT", 5000),

@@ -139,7 +139,7 @@ def _add_interruptible(model: _Model, fj: FleetJob, per_slot: np.ndarray, row: i
     return row + 1
 
 
-def _matrices(model: _Model, slots: int, headroom: np.ndarray):
+def _matrices(model: _Model, slots: int, headroom: np.ndarray, floor: np.ndarray | None = None):
     n_vars = len(model.costs)
     constraints = []
     if model.assign_rows:
@@ -157,8 +157,9 @@ def _matrices(model: _Model, slots: int, headroom: np.ndarray):
             cap_rows.append(t)
             cap_cols.append(var)
             cap_vals.append(power)
+    lower = np.full(slots, -np.inf) if floor is None else np.asarray(floor, dtype=float)
     constraints.append(
-        LinearConstraint(coo_array((cap_vals, (cap_rows, cap_cols)), shape=(slots, n_vars)).tocsr(), -np.inf, headroom)
+        LinearConstraint(coo_array((cap_vals, (cap_rows, cap_cols)), shape=(slots, n_vars)).tocsr(), lower, headroom)
     )
     if model.chunk_rows:
         rows, cols, vals, lower, upper = [], [], [], [], []
@@ -180,8 +181,10 @@ def plan_fleet(
     headroom: np.ndarray,
     time_limit: float = 5.0,
     gap: float = GAP_TOLERANCE,
+    floor: np.ndarray | None = None,
 ) -> FleetPlan:
-    """Place every job on the asset without exceeding `headroom` (kW free per half-hour of the series).
+    """Place every job on the asset without exceeding `headroom` (kW free per half-hour of the series), and with
+    at least `floor` kW planned where a turn-up commitment asks for load.
 
     1. The LP relaxation gives a lower bound; in these models it is nearly integral.
     2. Jobs the LP places whole are fixed; a MILP places the rest in what is left ("relax and fix").
@@ -195,7 +198,7 @@ def plan_fleet(
     if not model.costs:
         return FleetPlan({}, 0.0, 0.0, "milp", "nothing to place", tuple(unplaceable))
     costs = np.asarray(model.costs)
-    constraints = _matrices(model, len(series.starts), headroom)
+    constraints = _matrices(model, len(series.starts), headroom, floor)
     relaxed = _solve(costs, constraints, model.integer, integer=False, time_limit=0.6 * time_limit, gap=gap)
     if relaxed.status == 2:
         keys = tuple(unplaceable) + tuple(model.options)
@@ -203,7 +206,7 @@ def plan_fleet(
     if relaxed.x is None:
         return greedy_by_regret(series, jobs, headroom, model, unplaceable, costs, float("-inf"))
     bound = float(relaxed.fun)
-    best = _relax_and_fix(series, jobs, headroom, model, relaxed.x, 0.2 * time_limit, gap)
+    best = _relax_and_fix(series, jobs, headroom, model, relaxed.x, 0.2 * time_limit, gap, floor)
     if best is not None and _gap(best[1], bound) <= gap:
         return FleetPlan(best[0], best[1], bound, "lp+milp", "proven within the gap", tuple(unplaceable))
     full = _solve(costs, constraints, model.integer, integer=True, time_limit=0.2 * time_limit, gap=gap)
@@ -214,6 +217,15 @@ def plan_fleet(
     if best is not None:
         status = "proven within the gap" if _gap(best[1], bound) <= gap else "time limit, best found"
         return FleetPlan(best[0], best[1], bound, "milp", status, tuple(unplaceable))
+    if floor is not None:  # greedy placement cannot promise a floor: report that nothing was found
+        return FleetPlan(
+            {},
+            float("inf"),
+            bound,
+            "milp",
+            "no placement honours the floor in time",
+            tuple(unplaceable) + tuple(model.options),
+        )
     return greedy_by_regret(series, jobs, headroom, model, unplaceable, costs, bound)
 
 
@@ -231,7 +243,7 @@ def _solve(costs, constraints, integrality, integer: bool, time_limit: float, ga
     )
 
 
-def _relax_and_fix(series, jobs, headroom, model, x, time_limit, gap) -> tuple[dict, float] | None:
+def _relax_and_fix(series, jobs, headroom, model, x, time_limit, gap, floor=None) -> tuple[dict, float] | None:
     """Keep the jobs the LP placed whole; solve a small MILP for the others in the capacity left over."""
     fixed, free = {}, []
     for fj in jobs:
@@ -244,13 +256,16 @@ def _relax_and_fix(series, jobs, headroom, model, x, time_limit, gap) -> tuple[d
         else:
             free.append(fj)
     power = {fj.key: fj.job.power_kw for fj in jobs}
-    left = headroom - load_profile(len(headroom), fixed, power)
+    fixed_load = load_profile(len(headroom), fixed, power)
+    left = headroom - fixed_load
+    still_needed = None if floor is None else np.maximum(np.asarray(floor) - fixed_load, -np.inf)
     objective = sum(float(model.costs[var]) for key in fixed for var, idx in model.options[key] if x[var] > 0.5)
     if not free:
-        return fixed, objective
+        return (fixed, objective) if still_needed is None or np.all(still_needed <= 1e-6) else None
     sub, _ = build(series, free)
     sub_costs = np.asarray(sub.costs)
-    result = _solve(sub_costs, _matrices(sub, len(series.starts), left), sub.integer, True, time_limit, gap / 10)
+    constraints = _matrices(sub, len(series.starts), left, still_needed)
+    result = _solve(sub_costs, constraints, sub.integer, True, time_limit, gap / 10)
     if result.x is None or result.status not in (0, 1):
         return None
     return {**fixed, **_decode(sub, result.x)}, objective + float(result.fun)

@@ -251,8 +251,9 @@ class Scheduler:
         return series
 
     def headroom(self, db: Session, asset: Asset, series: policy_agent.Series, exclude_job: int | None) -> np.ndarray:
-        """Free kW per half-hour of the series on an asset: its cap less the planned power of its other jobs."""
-        free = np.full(len(series.starts), float(asset.max_power_kw))
+        """Free kW per half-hour of the series on an asset: its cap less its other jobs' planned power and less
+        any confirmed turn-down commitment."""
+        free = np.full(len(series.starts), float(asset.max_power_kw)) - commitments(db, asset.id, series)[0]
         query = select(Job).where(Job.asset_id == asset.id, Job.status.in_(ACTIVE))
         for other in db.scalars(query):
             if other.id != exclude_job:
@@ -591,6 +592,55 @@ class Scheduler:
         )
         return record
 
+    def rebalance(self, db: Session, asset: Asset, now: datetime, order_id: str | None = None) -> list[dict] | str:
+        """Re-plan all of an asset's jobs that have not started so that its commitments hold: committed turn-down
+        kW left free, committed turn-up load met, cap and deadlines kept. Returns the moves, or why it cannot."""
+        movable = list(
+            db.scalars(select(Job).where(Job.asset_id == asset.id, Job.status == "scheduled", Job.planned_start > now))
+        )
+        fixed = [
+            j
+            for j in db.scalars(select(Job).where(Job.asset_id == asset.id, Job.status.in_(ACTIVE)))
+            if j not in movable
+        ]
+        horizon = max([j.deadline for j in movable] + [o.end for o in active_orders(db, asset.id)] + [now + SLOT])
+        key = str(asset.region_id)
+        signals, series_list, _ = self._signals(db, [key], now, horizon, now)
+        if not series_list:
+            return "no grid signal for the asset's region"
+        series = series_list[0]
+        down, up = commitments(db, asset.id, series)
+        fixed_load = np.zeros(len(series.starts))
+        for job in fixed:
+            fixed_load[list(indices_in(series, chunks_of(job)))] += job.power_kw
+        free = asset.max_power_kw - down - fixed_load
+        floor = np.where(up > 0, up - fixed_load, -np.inf)
+        requests = {}
+        for job in movable:
+            spec = job_agent.validate(JobSpec, spec_of(job))
+            requests[job.id] = self._request(spec, job.pue, max(job.earliest_start, now), job.deadline)
+        result = fleet.plan_fleet(
+            series,
+            [fleet.FleetJob(j.id, requests[j.id]) for j in movable],
+            free,
+            time_limit=self.fleet_time_limit,
+            floor=floor,
+        )
+        load = fleet.load_profile(len(free), result.placements, {j.id: j.power_kw for j in movable})
+        if result.unplaced or np.any(load > free + 1e-6) or np.any(load < floor - 1e-6):
+            return f"the asset's jobs cannot honour its commitments ({result.status})"
+        moves = []
+        for job in movable:
+            chosen = tuple(result.placements[job.id])
+            current = indices_in(series, chunks_of(job))
+            if chosen == tuple(current):
+                continue
+            why = f"re-planned to honour flexibility order {order_id}" if order_id else "re-planned around commitments"
+            plan = policy_agent.plan_for(requests[job.id], [series], key, chosen, why)
+            before = self._score_of(series, requests[job.id], current) if len(current) == requests[job.id].slots else 0
+            moves.append(self._move(db, job, plan, signals, now, before, order_id=order_id, method=result.method))
+        return moves
+
     # ---- dispatching --------------------------------------------------------------------------------
 
     def claim(self, db: Session, now: datetime, worker: str, limit: int = 50) -> list[int]:
@@ -730,6 +780,26 @@ class Scheduler:
             binding_constraint=explanation["binding_constraint"],
             reason=explanation["why"],
         )
+
+
+def active_orders(db: Session, asset_id: int) -> list:
+    """The asset's confirmed flexibility orders."""
+    from storage import FlexOrder
+
+    return list(db.scalars(select(FlexOrder).where(FlexOrder.asset_id == asset_id, FlexOrder.status == "ACTIVE")))
+
+
+def commitments(db: Session, asset_id: int, series: policy_agent.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Per half-hour of the series: kW committed to turn down (to keep free), and the load a turn-up
+    commitment requires (the planned load at confirmation plus the committed kW)."""
+    down, up = np.zeros(len(series.starts)), np.zeros(len(series.starts))
+    for order in active_orders(db, asset_id):
+        idx = list(indices_in(series, [(order.start, order.end)]))
+        if order.direction == "down":
+            down[idx] += order.kw
+        else:
+            up[idx] = np.maximum(up[idx], (order.terms or {}).get("baseline_kw", 0.0)) + order.kw
+    return down, up
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -226,6 +226,61 @@ class Offer(Base):
     accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class BecknSubscriber(Base):
+    """A known Beckn participant and its signing key (the registry, kept locally)."""
+
+    __tablename__ = "beckn_subscribers"
+    __table_args__ = (UniqueConstraint("subscriber_id", "unique_key_id", name="uq_beckn_subscriber_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subscriber_id: Mapped[str] = mapped_column(String(200))
+    unique_key_id: Mapped[str] = mapped_column(String(200))
+    signing_public_key: Mapped[str] = mapped_column(String(100))
+    type: Mapped[str] = mapped_column(String(8), default="BAP")
+    url: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="SUBSCRIBED")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class BecknMessage(Base):
+    """Every Beckn message in or out, in order; inbound message ids are unique per sender (replay guard)."""
+
+    __tablename__ = "beckn_messages"
+    __table_args__ = (UniqueConstraint("direction", "bap_id", "message_id", "action", name="uq_beckn_message"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    transaction_id: Mapped[str] = mapped_column(String(100), index=True)
+    message_id: Mapped[str] = mapped_column(String(100))
+    bap_id: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(20))
+    direction: Mapped[str] = mapped_column(String(3))  # in | out
+    body: Mapped[dict] = mapped_column(JSON)
+    outcome: Mapped[str | None] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class FlexOrder(Base):
+    """An order for flexibility on an asset in a window; ACTIVE orders are commitments the planner honours."""
+
+    __tablename__ = "flex_orders"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    transaction_id: Mapped[str] = mapped_column(String(100), index=True)
+    bap_id: Mapped[str] = mapped_column(String(200))
+    bap_uri: Mapped[str] = mapped_column(Text)
+    item_id: Mapped[str] = mapped_column(String(100))
+    asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id"), index=True)
+    direction: Mapped[str] = mapped_column(String(4))  # down | up
+    start: Mapped[datetime] = mapped_column(UTCDateTime)
+    end: Mapped[datetime] = mapped_column(UTCDateTime)
+    kw: Mapped[float] = mapped_column(Float)
+    price_gbp: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # SELECTED | INITIALIZED | ACTIVE | CANCELLED
+    terms: Mapped[dict | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class AuditHead(Base):
     """The newest audit record the database has seen (one row): detects a cut-off or rewritten log file."""
 

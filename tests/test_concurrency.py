@@ -53,16 +53,18 @@ def gunicorn(postgres_url, tmp_path, clock):
         stderr=subprocess.PIPE,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         try:
-            if requests.get(f"{base}/health", timeout=2).status_code == 200:
+            if requests.get(f"{base}/health", timeout=10).status_code == 200:
                 break
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or a worker still starting
             time.sleep(0.3)
     else:
         process.kill()
-        pytest.fail(f"gunicorn did not start: {process.stderr.read().decode()[-2000:]}")
+        error = process.stderr.read().decode()[-2000:]
+        process.stderr.close()
+        pytest.fail(f"gunicorn did not start: {error}")
     yield base, token, tmp_path / "decisions.jsonl"
     process.terminate()
     try:
