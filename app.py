@@ -161,7 +161,7 @@ def register_template_helpers(app: Flask) -> None:
 
 def register_cli(app: Flask) -> None:
     """`flask --app app signals ...`."""
-    from cli import audit, beckn_cli, jobs, plan, run_job, scheduler, signals, tokens, users
+    from cli import audit, backtest_command, beckn_cli, jobs, plan, run_job, scheduler, signals, tokens, users
 
     app.cli.add_command(users)
     app.cli.add_command(tokens)
@@ -170,6 +170,7 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(jobs)
     app.cli.add_command(run_job)
     app.cli.add_command(beckn_cli)
+    app.cli.add_command(backtest_command)
     app.cli.add_command(signals)
     app.cli.add_command(plan)
 

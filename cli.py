@@ -592,3 +592,49 @@ def send_command(action, to, bap_id, key_id, seed_file, listen, transaction_id, 
         except queue.Empty:
             click.echo(f"no callback within {wait:g} s")
         server.shutdown()
+
+
+@click.command("backtest")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="folder for the JSON and SVG (instance/)")
+@click.option("--days", type=int, default=None, help="only the first N days of 2023 (quick look)")
+@with_appcontext
+def backtest_command(out: str | None, days: int | None):
+    """Replay 2023: decide on what was known at the time, score on what happened; table, JSON and SVG."""
+    from pathlib import Path
+
+    import backtest
+
+    all_days = backtest.days_of(2023)[: days or None]
+    with click.progressbar(length=len(all_days), label="deciding 2023") as bar:
+        report = backtest.summary(backtest.run(all_days, progress=bar.update))
+    click.echo(format_backtest(report))
+    report_path, chart_path = backtest.write(report, Path(out or current_app.instance_path))
+    click.echo(f"JSON: {report_path}\nchart: {chart_path}")
+
+
+def format_backtest(report: dict) -> str:
+    """The backtest as a table."""
+    lines = [
+        f"{report['decisions']} decisions ({report['skipped']} skipped where the recording has a hole); carbon "
+        f"known as published for {report['half_hours_carbon_as_published']} half-hours, final forecast for "
+        f"{report['half_hours_carbon_final_forecast']}; prices forecast for "
+        f"{report['half_hours_price_forecast']} half-hours"
+    ]
+    for scope, title in (("objectives", "2023"), ("snapshot_period", "14 Mar - 31 May 2023 (forecasts as published)")):
+        lines.append(f"\n{title}")
+        lines.append(f"{'objective':<9} {'strategy':<15} {'kg CO2':>12} {'GBP':>11} {'saving':>8}")
+        for objective, figures in report[scope].items():
+            for name in ("baseline", "ours", "oracle", "final_forecast"):
+                if name in figures:
+                    f = figures[name]
+                    saving = f"{f['saving_pct']:.1f} %" if "saving_pct" in f else ""
+                    lines.append(
+                        f"{objective:<9} {name:<15} {f['carbon_kg']:>12.1f} {f['cost_gbp']:>11.2f} {saving:>8}"
+                    )
+            share = figures.get("ours_share_of_oracle_pct")
+            extra = figures.get("final_forecast_share_of_oracle_pct")
+            lines.append(
+                f"{'':<9} ours realised {share} % of the oracle's saving"
+                + (f" (deciding on the final forecasts: {extra} %)" if extra is not None else "")
+            )
+    return "\n".join(lines)

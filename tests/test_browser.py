@@ -123,6 +123,7 @@ def test_operator_journey_in_a_real_browser(server, browser_page):
         "docs": "/docs",
         "job-1": "/jobs/1",
         "dashboard": "/dashboard",
+        "flexibility": "/beckn/slots",
     }
     for name, path in pages.items():
         page.goto(f"{base}{path}")
