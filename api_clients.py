@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import requests
@@ -323,6 +323,14 @@ class Replay:
         }
 
 
+class RecordedPrice(NamedTuple):
+    """One recorded Agile half-hour (p/kWh inc. VAT)."""
+
+    start: datetime
+    end: datetime
+    value_inc_vat: float
+
+
 def _csv_rows(path: Path) -> list[dict]:
     with path.open(newline="") as handle:
         return list(csv.DictReader(handle))
@@ -404,20 +412,13 @@ class RecordedSource:
 
     @cached_property
     def _prices(self) -> dict[str, _Series]:
+        # Plain tuples, not models: years of half-hours stay small in every worker's memory.
         out = {}
         for letter, name in AGILE_CSVS.items():
             rows = []
             for row in _csv_rows(self.data_dir / name):
                 start = parse_utc(row["timestamp"])
-                rows.append(
-                    PriceSlot.model_construct(
-                        start=start,
-                        end=start + SLOT,
-                        value_inc_vat=float(row["price"]),
-                        value_exc_vat=None,
-                        recorded_start=None,
-                    )
-                )
+                rows.append(RecordedPrice(start, start + SLOT, float(row["price"])))
             out[letter] = _Series(rows)
         return out
 
@@ -463,14 +464,15 @@ class RecordedSource:
         recorded = self.carbon_series(region_id).between(replay.to_recorded(start), replay.to_recorded(end))
         return [_replayed(slot, replay) for slot in recorded]
 
-    def prices(self, letter: str, replay: Replay, start: datetime, end: datetime) -> list[PriceSlot]:
-        """Recorded Agile prices for `letter` replayed into `[start, end)`; NoRecording for other letters."""
+    def price_values(self, letter: str, replay: Replay, start: datetime, end: datetime) -> dict[datetime, float]:
+        """Recorded Agile prices for `letter` in `[start, end)` as {replayed start: p/kWh} (no model objects:
+        this is on every request's path)."""
         if letter not in self._prices:
             raise NoRecording(
                 f"no recorded Agile prices for region {letter}; recorded: {', '.join(self.price_letters())}"
             )
         recorded = self._prices[letter].between(replay.to_recorded(start), replay.to_recorded(end))
-        return [_replayed(slot, replay) for slot in recorded]
+        return {slot.start + replay.shift: slot.value_inc_vat for slot in recorded}
 
 
 @lru_cache(maxsize=1)

@@ -130,7 +130,23 @@ def signals():
         return response, status
     except SignalUnavailable as exc:
         return field_errors(503, ("region", str(exc)))
-    return current_app.response_class(signal.model_dump_json(exclude_none=False), mimetype="application/json")
+    return current_app.response_class(signal_json(signal), mimetype="application/json")
+
+
+_SIGNAL_JSON: dict[int, tuple] = {}
+
+
+def signal_json(signal) -> str:
+    """A signal as JSON. Replayed signals are cached objects (the energy agent's LRU), so their JSON is kept
+    beside them, keyed by the object (held here, so its id is not reused)."""
+    if signal.replay is None:
+        return signal.model_dump_json()
+    cached = _SIGNAL_JSON.get(id(signal))
+    if cached is None or cached[0] is not signal:
+        if len(_SIGNAL_JSON) > 512:
+            _SIGNAL_JSON.clear()
+        cached = _SIGNAL_JSON[id(signal)] = (signal, signal.model_dump_json())
+    return cached[1]
 
 
 @ops.get("/health")

@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
+from functools import lru_cache
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 import price_forecast
 from api_clients import CarbonIntensityClient, NoRecording, OctopusAgileClient, RecordedSource, UpstreamError
-from models import FeedInfo, GridSlot, PriceSlot, Signal, SignalSlot
+from models import FeedInfo, GridSlot, Signal, SignalSlot
 from regions import NATIONAL, Region, RegionError, letter_region_id, region_by_id
 from storage import FeedStatus, PostcodeRegion, StoredCarbonSlot, StoredPriceSlot
 from timeutil import LONDON, SLOT, floor_slot
@@ -48,6 +49,8 @@ class EnergyAgent:
     price_client: OctopusAgileClient | None = None
 
     def __post_init__(self):
+        # Replayed signals depend only on their inputs and the half-hour `now` is in: cache them.
+        self._recorded_cached = lru_cache(maxsize=512)(self._recorded_signal_uncached)
         if self.mode not in MODES:
             raise ValueError(f"GRID_SOURCE must be one of {', '.join(MODES)}, not {self.mode!r}")
         letter_region_id(self.national_price_letter)  # fail fast on a bad letter
@@ -144,15 +147,12 @@ class EnergyAgent:
                 StoredPriceSlot.start < end,
             )
         ).all()
-        price_slots = [
-            PriceSlot(start=p.start, end=p.end, value_inc_vat=p.value_inc_vat, value_exc_vat=p.value_exc_vat)
-            for p in prices
-        ]
+        published = {p.start: p.value_inc_vat for p in prices}
         price_info = self._stored_feed_info(db, f"price:{letter}", now, None, start, end)
         price_info = price_info.model_copy(
             update={"region_letter": letter, "detail": _price_detail(region, letter) + price_info.detail}
         )
-        slots = merge(carbon, price_slots, now, "stored" if carbon_info.stale else "live")
+        slots = merge(carbon, published, now, "stored" if carbon_info.stale else "live")
         return Signal(region=region.as_dict(), start=start, end=end, slots=slots, carbon=carbon_info, price=price_info)
 
     def _stored_feed_info(self, db, feed, now, count, start, end) -> FeedInfo:
@@ -172,6 +172,9 @@ class EnergyAgent:
         return (status.last_error if status else None) or "not fetched yet"
 
     def _recorded_signal(self, region: Region, start: datetime, end: datetime, now: datetime) -> Signal:
+        return self._recorded_cached(region, start, end, floor_slot(now))
+
+    def _recorded_signal_uncached(self, region: Region, start: datetime, end: datetime, now: datetime) -> Signal:
         try:
             replay = self.recorded.replay_for(region.region_id, start, end)
         except NoRecording as exc:
@@ -179,15 +182,15 @@ class EnergyAgent:
         carbon = self.recorded.carbon(region.region_id, replay, start, end)
         letter = self.price_letter(region)
         price_info = FeedInfo(source="recorded", region_letter=letter, detail=_price_detail(region, letter))
-        try:
-            prices = self.recorded.prices(letter, replay, start - PRICE_HISTORY, end)
-            price_info = price_info.model_copy(update={"detail": price_info.detail + "Octopus Agile prices, recorded."})
-        except NoRecording as exc:
-            prices = []
-            price_info = FeedInfo(source=None, region_letter=letter, detail=str(exc))
         published_until = replay.to_recorded(now)  # decide publication on the recorded clock
         cutoff = agile_published_until(published_until) + replay.shift
-        slots = merge(carbon, [p for p in prices if p.start < cutoff], now, "recorded")
+        try:
+            published = self.recorded.price_values(letter, replay, start - PRICE_HISTORY, min(end, cutoff))
+            price_info = price_info.model_copy(update={"detail": price_info.detail + "Octopus Agile prices, recorded."})
+        except NoRecording as exc:
+            published = {}
+            price_info = FeedInfo(source=None, region_letter=letter, detail=str(exc))
+        slots = merge(carbon, published, now, "recorded")
         mode_note = "" if self.mode == "recorded" else "live data unavailable; "
         carbon_info = FeedInfo(source="recorded", detail=f"{mode_note}replay of {replay.dataset}")
         return Signal(
@@ -340,9 +343,10 @@ def agile_published_until(now: datetime) -> datetime:
     return datetime.combine(day, time(23), LONDON).astimezone(now.tzinfo)
 
 
-def merge(carbon: list[GridSlot], prices: list[PriceSlot], now: datetime, carbon_source: str) -> list[SignalSlot]:
-    """Join carbon and published prices by slot; forecast the price of slots beyond the published horizon."""
-    published = {p.start: p.value_inc_vat for p in prices}
+def merge(
+    carbon: list[GridSlot], published: dict[datetime, float], now: datetime, carbon_source: str
+) -> list[SignalSlot]:
+    """Join carbon and published prices (p/kWh by slot start); forecast prices beyond the published horizon."""
     missing = [c.start for c in carbon if c.start not in published]
     forecasts = price_forecast.forecast_prices(published, missing) if published else {}
     slots = []

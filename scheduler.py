@@ -26,7 +26,7 @@ from energy_agent import EnergyAgent, PostcodePending, SignalUnavailable
 from models import MAX_DURATION_MINUTES, JobSpec, PlanOut, PlanSpec, Signal
 from regions import NATIONAL, REGION_NAMES, RegionError, parse_region
 from storage import Asset, Dispatch, DispatchEvent, Job, Offer, checkpoint_audit
-from timeutil import SLOT, floor_slot
+from timeutil import SLOT, ceil_slot, floor_slot
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +231,9 @@ class Scheduler:
 
     def _signals(self, db, regions, earliest, deadline, now):
         horizon_start = floor_slot(earliest)
-        hours = (min(deadline, horizon_start + MAX_HORIZON) - horizon_start) / timedelta(hours=1)
+        # whole half-hours: the same horizon asks for the same (cached) signal however late in a half-hour
+        horizon_end = ceil_slot(min(deadline, horizon_start + MAX_HORIZON))
+        hours = (horizon_end - horizon_start) / timedelta(hours=1)
         signals, series, missing = {}, [], {}
         for key in regions:
             try:

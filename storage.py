@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     create_engine,
+    event,
     text,
     update,
 )
@@ -311,10 +312,20 @@ def normalise_url(url: str) -> str:
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for `url`; SQLite gets a busy timeout so the refresher thread and requests can share it."""
+    """An engine for `url`. SQLite: a busy timeout so threads and processes can share it, and write-ahead
+    logging (readers never wait for a writer; commits stay fully synchronous)."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
-        return create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record):
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.close()
+
+        return engine
     return create_engine(url, pool_pre_ping=True)
 
 

@@ -120,7 +120,7 @@ def test_merge_never_forecasts_from_forecasts():
         )
         for i in range(48)
     ]
-    slots = merge(carbon, history, t0, "recorded")
+    slots = merge(carbon, {p.start: p.value_inc_vat for p in history}, t0, "recorded")
     day3 = slots[96:]
     # two days on, the only history is still the recorded day before t0
     assert [s.price_p_per_kwh for s in day3] == [float(i) for i in range(48)]
