@@ -270,6 +270,7 @@ def start_scheduler(app: Flask) -> threading.Thread:
 def main() -> None:
     """Serve on HOST:PORT with the embedded defaults (SQLite + live data, or replayed real data offline)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     app = create_app()
     with app.app_context():
         if not users_exist(get_db()):

@@ -366,19 +366,25 @@ def on_confirm(db, now, body):
     return {"order": order_json(order, {"moved_jobs": len(moves)})}, None
 
 
+def _ordered(db, body):
+    """The order a status or cancel message names, or the Beckn error saying it does not exist."""
+    order = flex.order_of(db, order_id=str(body["message"]["order_id"]))
+    return order, None if order else {"code": "30010", "message": "order not found"}
+
+
 def on_status(db, now, body):
     """Committed vs planned kW, and delivered once the window is past."""
-    order = flex.order_of(db, order_id=str(body["message"]["order_id"]))
-    if order is None:
-        return {}, {"code": "30010", "message": "order not found"}
+    order, error = _ordered(db, body)
+    if error:
+        return {}, error
     return {"order": order_json(order, flexibility_service().status(db, order, now))}, None
 
 
 def on_cancel(db, now, body):
     """Release the commitment under the terms."""
-    order = flex.order_of(db, order_id=str(body["message"]["order_id"]))
-    if order is None:
-        return {}, {"code": "30010", "message": "order not found"}
+    order, error = _ordered(db, body)
+    if error:
+        return {}, error
     if order.status == "CANCELLED":
         return {"order": order_json(order)}, None  # already released: nothing changes
     fee = flexibility_service().cancel(db, order, now)

@@ -24,7 +24,7 @@ import job_agent
 import policy_agent as pa
 from models import JobSpec
 from regions import OCTOPUS_LETTER, region_by_id
-from scheduler import ACTIVE, Scheduler, chunks_of, indices_in, spec_of
+from scheduler import ACTIVE, Scheduler, chunks_of, indices_in
 from storage import Asset, FlexOrder, Job
 from timeutil import SLOT, floor_slot
 
@@ -122,7 +122,7 @@ class Flexibility:
         return out
 
     def _request(self, job: Job, now: datetime) -> pa.JobRequest:
-        spec = job_agent.validate(JobSpec, spec_of(job))
+        spec = job_agent.validate(JobSpec, job_agent.spec_of(job))
         return self.scheduler._request(spec, job.pue, max(job.earliest_start, now), job.deadline)
 
     def _turn_down(self, series, t, movable, placed, requests, free) -> tuple[float, float, list[int]]:

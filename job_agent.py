@@ -163,28 +163,35 @@ def list_jobs(
     return list(db.scalars(query))
 
 
+def spec_of(job: Job) -> dict:
+    """The job's request as a JobSpec body (for re-planning, offers and the API)."""
+    return {
+        "name": job.name,
+        "duration_minutes": job.duration_minutes,
+        "power_kw": job.power_kw,
+        "earliest_start": job.earliest_start.isoformat(),
+        "deadline": job.deadline.isoformat(),
+        "regions": None if job.asset_id else job.regions,
+        "asset_id": job.asset_id,
+        "interruptible": job.interruptible,
+        "min_chunk_minutes": job.min_chunk_minutes,
+        "objective": job.objective,
+        "carbon_cap_kg": job.carbon_cap_kg,
+        "cost_cap_gbp": job.cost_cap_gbp,
+        "inference_count": job.inference_count,
+        "callback_url": job.callback_url,
+    }
+
+
 def job_out(job: Job, offers: list[dict] | None = None) -> JobOut:
     """The job as the API shows it (with its open counter-offers when given)."""
     plan = job.plan or {}
     return JobOut.model_validate(
         {
+            **spec_of(job),
             "id": job.id,
-            "name": job.name,
             "status": job.status,
-            "asset_id": job.asset_id,
-            "regions": None if job.asset_id else job.regions,
-            "duration_minutes": job.duration_minutes,
-            "power_kw": job.power_kw,
             "pue": job.pue,
-            "earliest_start": job.earliest_start,
-            "deadline": job.deadline,
-            "interruptible": job.interruptible,
-            "min_chunk_minutes": job.min_chunk_minutes,
-            "objective": job.objective,
-            "carbon_cap_kg": job.carbon_cap_kg,
-            "cost_cap_gbp": job.cost_cap_gbp,
-            "inference_count": job.inference_count,
-            "callback_url": job.callback_url,
             "created_at": job.created_at,
             "updated_at": job.updated_at,
             **{key: plan.get(key) for key in ("placement", "plan", "baseline", "savings", "explanation")},

@@ -557,22 +557,28 @@ def plan(job: JobRequest, regions: list[Series], headroom: dict[str, np.ndarray]
     lowest = min(f[1].score for f in feasible)
     tied = [f for f in feasible if f[1].score <= lowest + EPS]
     series, best, _, _ = min(tied, key=lambda f: (f[0].starts[f[1].indices[0]], order[f[0].region]))
+    explanation = explain(
+        job, series, best, feasible, {s.region: s for s in regions}, reasons, headroom.get(series.region)
+    )
+    return assemble(job, regions, series, best, explanation)
+
+
+def assemble(job: JobRequest, regions: list[Series], series: Series, best: Candidate, explanation: dict):
+    """The Plan for a chosen placement, with its baseline: the job run at its earliest start in the first
+    allowed region (Infeasible if the data does not reach that far)."""
     baseline_series = regions[0]
     lo, _ = window(baseline_series, job)
     if lo + job.slots > len(baseline_series.starts):
         return Infeasible(
             "deadline", f"no data to run the job at its earliest start in region {baseline_series.region}"
         )
-    baseline_totals = totals_of(range(lo, lo + job.slots), *slot_terms(baseline_series, job), job)
-    series_by_region = {s.region: s for s in regions}
-    explanation = explain(job, series, best, feasible, series_by_region, reasons, headroom.get(series.region))
     return Plan(
         region=series.region,
         chunks=to_chunks(series, best.indices),
         totals=best.totals,
         baseline_region=baseline_series.region,
         baseline_start=baseline_series.starts[lo],
-        baseline=baseline_totals,
+        baseline=totals_of(range(lo, lo + job.slots), *slot_terms(baseline_series, job), job),
         explanation=explanation,
         duration_slots=job.slots,
         inference_count=job.inference_count,
@@ -765,21 +771,8 @@ def plan_for(job: JobRequest, regions: list[Series], region: str, indices: tuple
     kg, gbp = slot_terms(series, job)
     score = slot_scores(kg, gbp, job)
     chosen = Candidate(region, tuple(indices), float(score[list(indices)].sum()), totals_of(indices, kg, gbp, job))
-    baseline_series = regions[0]
-    lo, _ = window(baseline_series, job)
-    baseline = totals_of(range(lo, lo + job.slots), *slot_terms(baseline_series, job), job)
     alone = plan_region(series, job)[0]
     explanation = explain(job, series, chosen, [(series, chosen, [], 1)], {s.region: s for s in regions}, {})
     explanation["why"] = why
     explanation["binding_constraint"] = "capacity" if alone and alone.score < chosen.score - EPS else "none"
-    return Plan(
-        region=region,
-        chunks=to_chunks(series, indices),
-        totals=chosen.totals,
-        baseline_region=baseline_series.region,
-        baseline_start=baseline_series.starts[lo],
-        baseline=baseline,
-        explanation=explanation,
-        duration_slots=job.slots,
-        inference_count=job.inference_count,
-    )
+    return assemble(job, regions, series, chosen, explanation)

@@ -357,7 +357,7 @@ class Scheduler:
             raise NoSuchOffer(f"no open offer {offer_id} for job {job_id}")
         if job.status != "pending":
             raise job_agent.IllegalTransition(f"a {job.status} job has no offers to accept")
-        spec = job_agent.validate(JobSpec, {**spec_of(job), **offer.changes})
+        spec = job_agent.validate(JobSpec, {**job_agent.spec_of(job), **offer.changes})
         planned = self.plan(db, spec, now, exclude_job=job.id)
         if not planned.feasible:
             db.execute(update(Offer).where(Offer.job_id == job.id, Offer.accepted_at.is_(None)).values(accepted_at=now))
@@ -384,27 +384,33 @@ class Scheduler:
 
     def cancel(self, db: Session, job_id: int, now: datetime) -> Job:
         """Cancel a job that has not finished; its pending dispatches are dropped and the decision recorded."""
-        job = job_agent.get_job(db, job_id)
-        job_agent.transition(job, "cancelled", now)
-        self._drop_events(db, job.id)
-        self.decide(db, "cancel", job.id, now, reason="cancelled by the operator", status="cancelled")
-        db.commit()
-        return job
+        return self._finish(db, job_id, "cancelled", now, "cancel", reason="cancelled by the operator")
 
     def complete(self, db: Session, job_id: int, now: datetime, reason: str = "reported complete") -> Job:
         """Mark a running job completed and record the actual run."""
+        return self._finish(db, job_id, "completed", now, "complete", reason=reason)
+
+    def fail(self, db: Session, job_id: int, now: datetime, reason: str) -> Job:
+        """Mark a running job failed; the decision is recorded."""
+        return self._finish(db, job_id, "failed", now, "complete", reason=reason)
+
+    def _finish(self, db: Session, job_id: int, status: str, now: datetime, kind: str, reason: str) -> Job:
+        """End a job's life (cancelled, completed or failed): drop its pending dispatches, record the decision."""
         job = job_agent.get_job(db, job_id)
-        job_agent.transition(job, "completed", now)
-        job.actual_end = now
+        job_agent.transition(job, status, now)
+        if status != "cancelled":
+            job.actual_end = now
         self._drop_events(db, job.id)
+        placement = (job.plan or {}).get("placement")
         self.decide(
             db,
-            "complete",
+            kind,
             job.id,
             now,
             reason=reason,
+            status=status,
+            planned=placement,
             actual={"start": job.actual_start, "end": job.actual_end},
-            planned=job.plan["placement"],
         )
         db.commit()
         return job
@@ -436,16 +442,6 @@ class Scheduler:
             status="running",
             reason="started by run-job at its planned window",
         )
-        db.commit()
-        return job
-
-    def fail(self, db: Session, job_id: int, now: datetime, reason: str) -> Job:
-        """Mark a running job failed; the decision is recorded."""
-        job = job_agent.get_job(db, job_id)
-        job_agent.transition(job, "failed", now)
-        job.actual_end = now
-        self._drop_events(db, job.id)
-        self.decide(db, "complete", job.id, now, reason=reason, status="failed")
         db.commit()
         return job
 
@@ -482,7 +478,7 @@ class Scheduler:
         return current - new > self.replan_threshold * abs(current) + policy_agent.EPS
 
     def _replan_alone(self, db: Session, job: Job, now: datetime) -> dict | None:
-        spec = job_agent.validate(JobSpec, spec_of(job))
+        spec = job_agent.validate(JobSpec, job_agent.spec_of(job))
         planned = self.plan(db, spec, now, exclude_job=job.id)
         if not planned.feasible or job.moves >= self.max_moves:
             return None
@@ -498,7 +494,9 @@ class Scheduler:
             return None
         series = to_series(job.planned_region, signal)
         idx = indices_in(series, chunks_of(job))
-        request = self._request(job_agent.validate(JobSpec, spec_of(job)), job.pue, planned.earliest, planned.deadline)
+        request = self._request(
+            job_agent.validate(JobSpec, job_agent.spec_of(job)), job.pue, planned.earliest, planned.deadline
+        )
         kg, gbp = policy_agent.slot_terms(series, request)
         score = policy_agent.slot_scores(kg, gbp, request)
         if score is None or len(idx) != request.slots:
@@ -520,7 +518,7 @@ class Scheduler:
                 continue
             free[list(indices_in(series, chunks_of(job)))] += job.power_kw  # its own load is what we re-place
             request = self._request(
-                job_agent.validate(JobSpec, spec_of(job)), job.pue, max(job.earliest_start, now), job.deadline
+                job_agent.validate(JobSpec, job_agent.spec_of(job)), job.pue, max(job.earliest_start, now), job.deadline
             )
             requests_by_id[job.id] = request
             fleet_jobs.append(fleet.FleetJob(job.id, request, self._allowed_starts(series, job, request)))
@@ -619,7 +617,7 @@ class Scheduler:
         floor = np.where(up > 0, up - fixed_load, -np.inf)
         requests = {}
         for job in movable:
-            spec = job_agent.validate(JobSpec, spec_of(job))
+            spec = job_agent.validate(JobSpec, job_agent.spec_of(job))
             requests[job.id] = self._request(spec, job.pue, max(job.earliest_start, now), job.deadline)
         result = fleet.plan_fleet(
             series,
@@ -806,26 +804,6 @@ def commitments(db: Session, asset_id: int, series: policy_agent.Series) -> tupl
 
 def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def spec_of(job: Job) -> dict:
-    """The job's request as a JobSpec body (for re-planning and offers)."""
-    return {
-        "name": job.name,
-        "duration_minutes": job.duration_minutes,
-        "power_kw": job.power_kw,
-        "earliest_start": job.earliest_start.isoformat(),
-        "deadline": job.deadline.isoformat(),
-        "regions": None if job.asset_id else job.regions,
-        "asset_id": job.asset_id,
-        "interruptible": job.interruptible,
-        "min_chunk_minutes": job.min_chunk_minutes,
-        "objective": job.objective,
-        "carbon_cap_kg": job.carbon_cap_kg,
-        "cost_cap_gbp": job.cost_cap_gbp,
-        "inference_count": job.inference_count,
-        "callback_url": job.callback_url,
-    }
 
 
 def apply_spec(job: Job, spec: PlanSpec, planned: Planned) -> None:

@@ -120,8 +120,8 @@ def _push_to_a_worse_window(app, job_id: int) -> tuple[float, float, str]:
 
     Returns the best score, the worse score and the worse window's start.
     """
+    from job_agent import spec_of
     from models import JobSpec
-    from scheduler import spec_of
 
     with app.app_context():
         db, now = get_db(), app.config["CLOCK"]()
