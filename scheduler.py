@@ -457,8 +457,9 @@ class Scheduler:
     def replan(self, db: Session, now: datetime) -> list[dict]:
         """Move jobs that have not started when the latest signal makes them better by more than the threshold.
 
-        Jobs on a capped asset are re-planned together (fleet MILP, running jobs frozen as fixed load); a job may
-        only keep its placement or take one that improves it by more than `replan_threshold`, never past its
+        Contiguous jobs on a capped asset are re-planned together (fleet MILP, running jobs frozen as fixed
+        load); other jobs one at a time (interruptible ones on an asset within what the others leave free). A job
+        may only keep its placement or take one that improves it by more than `replan_threshold`, never past its
         deadline, and not after `max_moves` moves.
         """
         movable = db.scalars(select(Job).where(Job.status == "scheduled", Job.planned_start > now)).all()
@@ -467,7 +468,7 @@ class Scheduler:
             moves += self._replan_asset(
                 db, db.get(Asset, asset_id), [j for j in movable if j.asset_id == asset_id], now
             )
-        for job in (j for j in movable if j.asset_id is None):
+        for job in (j for j in movable if j.asset_id is None or j.interruptible):
             move = self._replan_alone(db, job, now)
             if move:
                 moves.append(move)
