@@ -149,6 +149,12 @@ def signal_json(signal) -> str:
     return cached[1]
 
 
+@ops.get("/openapi.json")
+def openapi_root():
+    """The OpenAPI document at the conventional root path too."""
+    return jsonify(openapi_spec())
+
+
 @ops.get("/health")
 def health():
     """Where the signal's numbers come from, whether they are stale, and any torn audit lines."""

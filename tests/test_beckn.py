@@ -349,3 +349,63 @@ def test_keygen_and_subscribe_cli(runner, app, tmp_path):
     public = out.output.split("signing_public_key=")[1].strip()
     assert runner.invoke(args=["beckn", "subscribe", "x.bap", "k1", public]).exit_code == 0
     assert runner.invoke(args=["beckn", "subscribe", "x.bap", "k1", "not-a-key"]).exit_code != 0
+
+
+def test_cli_bap_client_signs_sends_and_prints_the_callback(tmp_path):
+    from werkzeug.serving import make_server as serve
+
+    from timeutil import utcnow
+
+    app = _make_app(
+        tmp_path,
+        f"sqlite:///{tmp_path / 'cli.sqlite3'}",
+        utcnow,
+        BECKN_CALLBACK_BACKOFF=0.01,
+        BECKN_PRIVATE_KEY=beckn_auth.new_seed(),
+    )
+    seed = beckn_auth.new_seed()
+    (tmp_path / "bap.seed").write_text(seed)
+    with app.app_context():
+        add_subscriber(get_db(), "cli.bap", "k1", beckn_auth.public_key_b64(seed), None, utcnow())
+        get_db().commit()
+    server = serve("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    with socket_port() as listen:
+        result = app.test_cli_runner().invoke(
+            args=[
+                "beckn",
+                "send",
+                "search",
+                "--to",
+                f"http://127.0.0.1:{server.server_port}/beckn",
+                "--bap-id",
+                "cli.bap",
+                "--seed-file",
+                str(tmp_path / "bap.seed"),
+                "--listen",
+                str(listen),
+                "--wait",
+                "30",
+            ]
+        )
+    server.shutdown()
+    thread.join(timeout=5)
+    app.extensions["beckn_executor"].shutdown(wait=True)
+    app.extensions["engine"].dispose()
+    assert result.exit_code == 0, result.output
+    assert '"ACK"' in result.output and "callback /on_search" in result.output and '"catalog"' in result.output
+
+
+class socket_port:
+    """A free 127.0.0.1 port number."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+
+    def __exit__(self, *exc):
+        return False

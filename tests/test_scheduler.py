@@ -337,8 +337,15 @@ def test_run_job_plans_waits_runs_and_records(app, runner, tmp_path):
 
 def test_interruptible_job_on_an_asset_is_replanned_within_the_cap(api, app):
     asset = api.post("/api/v1/assets", json={"name": "pod", "region_id": 14, "max_power_kw": 50}).get_json()
-    body = {"name": "chunks", "duration_minutes": 120, "power_kw": 40, "asset_id": asset["id"], "interruptible": True,
-            "earliest_start": "2026-11-27T10:00:00Z", "deadline": "2026-11-28T09:00:00Z"}
+    body = {
+        "name": "chunks",
+        "duration_minutes": 120,
+        "power_kw": 40,
+        "asset_id": asset["id"],
+        "interruptible": True,
+        "earliest_start": "2026-11-27T10:00:00Z",
+        "deadline": "2026-11-28T09:00:00Z",
+    }
     job = api.post("/api/v1/jobs", json=body).get_json()
     best, worse, _ = _push_to_a_worse_window(app, job["id"])
     assert worse > best * 1.02

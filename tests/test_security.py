@@ -12,7 +12,15 @@ from conftest import PASSWORD, _make_app, bearer_client, csrf_token, log_in, mak
 from storage import Job
 from test_api_jobs import JOB, count
 
-OPEN_GETS = ["/api/v1/signals?region=13&hours=2", "/health", "/api/v1/openapi.json", "/", "/docs", "/login"]
+OPEN_GETS = [
+    "/api/v1/signals?region=13&hours=2",
+    "/health",
+    "/api/v1/openapi.json",
+    "/openapi.json",
+    "/",
+    "/docs",
+    "/login",
+]
 
 
 @pytest.mark.parametrize("path", OPEN_GETS)
