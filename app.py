@@ -81,6 +81,7 @@ def register_extensions(app: Flask) -> None:
             timeout=(app.config["UPSTREAM_CONNECT_TIMEOUT"], app.config["CALLBACK_READ_TIMEOUT"]),
             attempts=app.config["CALLBACK_ATTEMPTS"],
             backoff=app.config["CALLBACK_BACKOFF"],
+            allow_private=app.config["CALLBACK_ALLOW_PRIVATE"],
         ),
     )
     init_beckn(app)

@@ -18,6 +18,7 @@ from flask import Blueprint, Flask, abort, current_app, jsonify, render_template
 
 import beckn_auth
 import flexibility as flex
+from callbacks import private_target
 from flexibility import FlexSlot
 from models import iso_z
 from storage import get_db
@@ -162,6 +163,10 @@ def send(app: Flask, bap_uri: str, action: str, reply: dict) -> str:
     data = json.dumps(reply, separators=(",", ":"), sort_keys=True).encode()
     seed = signing_seed(app)
     url = bap_uri.rstrip("/") + "/" + action
+    if not app.config["CALLBACK_ALLOW_PRIVATE"]:
+        refused = private_target(url)
+        if refused:
+            return f"refused: {refused}"
     outcome = "not sent"
     for attempt in range(1, app.config["BECKN_CALLBACK_ATTEMPTS"] + 1):
         headers = {"Content-Type": "application/json"}

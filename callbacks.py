@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
+import socket
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import requests
 
@@ -25,6 +28,23 @@ def sign(secret: str, body: bytes) -> str:
 def verify(secret: str, body: bytes, header: str | None) -> bool:
     """True when `header` is the body's signature under `secret` (constant-time comparison)."""
     return bool(header) and hmac.compare_digest(sign(secret, body), header)
+
+
+def private_target(url: str) -> str | None:
+    """Why `url` must not be called from a production server (it resolves to a loopback, private, link-local or
+    reserved address: the internal network, or a cloud metadata service), or None if it is public."""
+    host = urlsplit(url).hostname
+    if not host:
+        return "no host in the URL"
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError as exc:
+        return f"cannot resolve {host}: {exc}"
+    for address in addresses:
+        ip = ipaddress.ip_address(address.split("%")[0])
+        if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast:
+            return f"{host} resolves to a non-public address ({ip})"
+    return None
 
 
 @dataclass(frozen=True)
@@ -44,9 +64,14 @@ class CallbackSender:
     attempts: int = 3
     backoff: float = 1.0
     session: requests.Session | None = None
+    allow_private: bool = True  # production sets False: no callbacks into the internal network
 
     def send(self, url: str, secret: str, event: str, payload: dict) -> Delivery:
         """Deliver one callback; a 2xx answer is success."""
+        if not self.allow_private:
+            refused = private_target(url)
+            if refused:
+                return Delivery(False, f"refused: {refused}", 0)
         body = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(secret, body), EVENT_HEADER: event}
         session = self.session or requests.Session()

@@ -56,6 +56,8 @@ def from_env() -> dict:
         "CALLBACK_ATTEMPTS": _int("CALLBACK_ATTEMPTS", 3),
         "CALLBACK_BACKOFF": float(os.environ.get("CALLBACK_BACKOFF", 1.0)),
         "CALLBACK_READ_TIMEOUT": float(os.environ.get("CALLBACK_READ_TIMEOUT", 10)),
+        # Callbacks (jobs and Beckn) to loopback/private addresses: allowed in development, refused in production.
+        "CALLBACK_ALLOW_PRIVATE": os.environ.get("CALLBACK_ALLOW_PRIVATE", "0" if env == "production" else "1") == "1",
         # Beckn provider (BPP): our identity, signing key (never in the repo), and pricing margin.
         "BECKN_AUTH": os.environ.get("BECKN_AUTH", "on"),  # "off" only for local development
         "BECKN_DOMAIN": os.environ.get("BECKN_DOMAIN", "beckn.one:DEG:compute-energy:1.0"),

@@ -352,3 +352,13 @@ def test_interruptible_job_on_an_asset_is_replanned_within_the_cap(api, app):
     tick(app, replan=True)
     moved = api.get(f"/api/v1/jobs/{job['id']}").get_json()
     assert moved["moves"] == 1 and moved["explanation"]["score"] == pytest.approx(best)
+
+
+def test_production_refuses_callbacks_into_the_internal_network():
+    from callbacks import CallbackSender, private_target
+
+    assert "non-public" in private_target("http://127.0.0.1:9/hook")
+    assert "non-public" in private_target("http://169.254.169.254/latest/meta-data")
+    assert "non-public" in private_target("http://10.0.0.8/x")
+    delivery = CallbackSender(allow_private=False).send("http://127.0.0.1:9/hook", "s", "start", {"job_id": 1})
+    assert not delivery.ok and delivery.status.startswith("refused") and delivery.attempts == 0
