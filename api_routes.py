@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 
 from flask import Blueprint, current_app, jsonify, request
@@ -38,6 +39,14 @@ ops = Blueprint("ops", __name__)
 MAX_HOURS = 48
 
 
+_WHOLE = re.compile(r"[0-9]{1,19}")
+
+
+def is_whole(text: str) -> bool:
+    """True for a plain ASCII whole number (str.isdigit() also accepts '³', which int() refuses)."""
+    return bool(_WHOLE.fullmatch(text.strip()))
+
+
 class ParamError(ValueError):
     """A query parameter that fails validation; `field` names it."""
 
@@ -59,7 +68,7 @@ def _param_error(exc: ParamError):
 def hours_param(default: int = MAX_HOURS) -> int:
     """The `hours` query parameter: a whole number 1-48."""
     raw = request.args.get("hours", str(default))
-    if not raw.strip().isdigit() or not 1 <= int(raw) <= MAX_HOURS:
+    if not is_whole(raw) or not 1 <= int(raw) <= MAX_HOURS:
         raise ParamError("hours", f"hours must be a whole number from 1 to {MAX_HOURS}, not {raw!r}")
     return int(raw)
 
@@ -261,7 +270,7 @@ def jobs():
     )
 
 
-@api.get("/jobs/<int(max=9223372036854775807):job_id>")
+@api.get("/jobs/<int(max=2147483647):job_id>")
 @login_required
 def job(job_id: int):
     """One job with its plan (and its open counter-offers while it is pending)."""
@@ -269,7 +278,7 @@ def job(job_id: int):
     return json_response(job_out(job, scheduler().offers_for(get_db(), job.id)))
 
 
-@api.post("/jobs/<int(max=9223372036854775807):job_id>/cancel")
+@api.post("/jobs/<int(max=2147483647):job_id>/cancel")
 @login_required
 @limiter.limit(write_limit)
 def cancel_job(job_id: int):
@@ -278,7 +287,7 @@ def cancel_job(job_id: int):
     return json_response(job_out(scheduler().cancel(get_db(), job_id, clock())))
 
 
-@api.post("/jobs/<int(max=9223372036854775807):job_id>/accept")
+@api.post("/jobs/<int(max=2147483647):job_id>/accept")
 @login_required
 @limiter.limit(write_limit)
 def accept_offer(job_id: int):
@@ -297,7 +306,7 @@ def accept_offer(job_id: int):
     return json_response(job_out(job))
 
 
-@api.post("/jobs/<int(max=9223372036854775807):job_id>/complete")
+@api.post("/jobs/<int(max=2147483647):job_id>/complete")
 @login_required
 @limiter.limit(write_limit)
 def complete_job(job_id: int):
@@ -332,7 +341,7 @@ def create_asset_route():
     return response
 
 
-@api.get("/assets/<int(max=9223372036854775807):asset_id>")
+@api.get("/assets/<int(max=2147483647):asset_id>")
 @login_required
 def asset(asset_id: int):
     """One compute asset."""
@@ -350,7 +359,7 @@ def int_param(name: str, default: int | None, lo: int, hi: int) -> int | None:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.strip().isdigit() or not lo <= int(raw) <= hi:
+    if not is_whole(raw) or not lo <= int(raw) <= hi:
         raise ParamError(name, f"{name} must be a whole number from {lo} to {hi}, not {raw!r}")
     return int(raw)
 
@@ -360,7 +369,7 @@ def decision_filters() -> dict:
     kind = request.args.get("kind") or None
     if kind is not None and (len(kind) > 32 or not kind.replace("_", "").isalpha()):
         raise ParamError("kind", "kind is a word such as plan, replan, dispatch, cancel")
-    return {"job_id": int_param("job_id", None, 1, 2**62), "kind": kind, "limit": int_param("limit", 100, 1, 1000)}
+    return {"job_id": int_param("job_id", None, 1, 2**31 - 1), "kind": kind, "limit": int_param("limit", 100, 1, 1000)}
 
 
 def recent_decisions(job_id: int | None, kind: str | None, limit: int) -> list[dict]:

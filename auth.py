@@ -99,7 +99,7 @@ def bearer_token() -> str | None:
 
 @login_manager.user_loader
 def _load_session_user(user_id: str) -> User | None:
-    return get_db().get(User, int(user_id)) if user_id.isdigit() else None
+    return get_db().get(User, int(user_id)) if user_id.isascii() and user_id.isdigit() else None
 
 
 @login_manager.request_loader

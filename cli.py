@@ -66,11 +66,11 @@ _UNITS = {"d": 1440, "h": 60, "m": 1}
 def parse_minutes(text: str) -> int:
     """'3h', '90m', '1h30m', '2d' or a bare number of minutes → minutes."""
     value = text.strip().lower()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return int(value)
     total, number = 0, ""
     for char in value:
-        if char.isdigit() or char == ".":
+        if char in "0123456789.":
             number += char
         elif char in _UNITS and number:
             total += float(number) * _UNITS[char]

@@ -138,7 +138,7 @@ class PlanSpec(BaseModel):
     regions: list[str] | None = Field(
         None, max_length=17, description="allowed regions ('national' or Carbon Intensity ids 1-17)"
     )
-    asset_id: int | None = Field(None, ge=1)
+    asset_id: int | None = Field(None, ge=1, le=2**31 - 1)  # database ids are 32-bit
     interruptible: bool = False
     min_chunk_minutes: int | None = Field(None, ge=30, le=MAX_DURATION_MINUTES)
     objective: Objective = "carbon"
@@ -166,7 +166,7 @@ class PlanSpec(BaseModel):
         out = []
         for item in value:
             key = str(item).strip().lower() if not isinstance(item, bool) else ""
-            if key != "national" and not (key.isdigit() and 1 <= int(key) <= 17):
+            if key != "national" and not (key.isascii() and key.isdigit() and 1 <= int(key) <= 17):
                 raise ValueError(f"unknown region {item!r}; use 'national' or 1-17")
             if key not in out:
                 out.append(key)

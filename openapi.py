@@ -38,7 +38,12 @@ def _body(name: str) -> dict:
 
 
 def _id(name: str) -> dict:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+    }
 
 
 def _query(name: str, description: str, schema: dict | None = None) -> dict:
@@ -153,7 +158,9 @@ def openapi_spec() -> dict:
             "get": {
                 "summary": "Audit records, newest first (an operator sees those about their own jobs)",
                 "parameters": [
-                    _query("job_id", "only this job's decisions", {"type": "integer", "minimum": 1}),
+                    _query(
+                        "job_id", "only this job's decisions", {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
+                    ),
                     _query("kind", "plan, replan, dispatch, cancel, ..."),
                     _query("limit", "1-1000 (default 100)", {"type": "integer", "minimum": 1, "maximum": 1000}),
                 ],

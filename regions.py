@@ -121,7 +121,7 @@ def parse_region(text: str) -> Region:
     value = (text or "").strip()
     if value.lower() == NATIONAL:
         return national()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return region_by_id(int(value))
     code = normalise_outcode(value)
     return Region(code, None, f"postcode {code}", postcode=code)

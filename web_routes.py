@@ -193,7 +193,7 @@ def jobs_page():
     ), 200 if error is None else 422
 
 
-@web.get("/jobs/<int(max=9223372036854775807):job_id>")
+@web.get("/jobs/<int(max=2147483647):job_id>")
 @login_required
 def job_page(job_id: int):
     """A job: its window on the carbon and price chart, baseline vs plan, savings and the explanation."""
@@ -217,7 +217,7 @@ def job_page(job_id: int):
     return render_template("job.html", job=job, chart=chart, signal=signal)
 
 
-@web.post("/jobs/<int(max=9223372036854775807):job_id>/accept")
+@web.post("/jobs/<int(max=2147483647):job_id>/accept")
 @login_required
 @limiter.limit(write_limit)
 def accept_offer_page(job_id: int):
@@ -239,7 +239,7 @@ def accept_offer_page(job_id: int):
     return redirect(url_for("web.job_page", job_id=job_id), code=303)
 
 
-@web.post("/jobs/<int(max=9223372036854775807):job_id>/cancel")
+@web.post("/jobs/<int(max=2147483647):job_id>/cancel")
 @login_required
 @limiter.limit(write_limit)
 def cancel_job_page(job_id: int):

@@ -192,3 +192,8 @@ def test_openapi_is_generated_from_the_models(client):  # anonymous
 def test_earliest_start_in_the_past_means_now(api):
     body = api.post("/api/v1/plan", json={**JOB, "earliest_start": "2026-11-01T00:00:00Z"}).get_json()
     assert body["baseline"]["start"] == FROZEN_NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_huge_asset_id_is_422_not_500(api):
+    response = api.post("/api/v1/plan", json={**JOB, "regions": None, "asset_id": 83310590144241174210150400})
+    assert response.status_code == 422 and response.get_json()["errors"][0]["field"] == "asset_id"

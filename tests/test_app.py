@@ -115,3 +115,9 @@ def test_cli_signals_show_rejects_bad_region(runner):
 def test_cli_signals_fetch_in_recorded_mode_is_a_no_op(runner):
     result = runner.invoke(args=["signals", "fetch"])
     assert result.exit_code == 0 and "GRID_SOURCE=recorded" in result.output
+
+
+@pytest.mark.parametrize("query", ["region=%C2%B30", "region=13&hours=%C2%B3", "region=%D9%A1%D9%A3"])
+def test_non_ascii_digits_are_400_not_500(client, query):
+    response = client.get(f"/api/v1/signals?{query}")
+    assert response.status_code == 400 and response.get_json()["errors"][0]["field"] in ("region", "hours")
