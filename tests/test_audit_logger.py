@@ -66,8 +66,13 @@ def test_sigkill_at_random_moments_never_leaves_a_partial_record(tmp_path):
     rng = random.Random(20261127)
     previous = 0
     for run in range(20):
+        before = path.stat().st_size if path.exists() else 0
         process = writer(path, 1000, f"run{run}")
-        time.sleep(rng.uniform(0.05, 0.6))
+        started = time.monotonic()
+        # wait until this writer is appending (its start-up time varies with machine load), then kill it
+        while (not path.exists() or path.stat().st_size == before) and time.monotonic() - started < 20:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.3))
         process.send_signal(signal.SIGKILL)
         process.wait()
         result = verify_file(path)
