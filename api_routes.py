@@ -295,7 +295,7 @@ def accept_offer(job_id: int):
     get_job(get_db(), job_id, owner_filter())
     body = json_body()
     offer_id = body.get("offer_id")
-    if not isinstance(offer_id, str) or not offer_id:
+    if not isinstance(offer_id, str) or not offer_id or len(offer_id) > 36 or "\x00" in offer_id:
         raise ParamError("offer_id", "give the id of one of the job's offers")
     try:
         job, planned = scheduler().accept(get_db(), job_id, offer_id, clock())

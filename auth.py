@@ -55,7 +55,10 @@ def create_user(db: Session, name: str, password: str, now: datetime, admin: boo
 
 def authenticate(db: Session, name: str, password: str) -> User | None:
     """The user with this name and password, or None (in constant time either way)."""
-    user = db.scalar(select(User).where(User.name == (name or "").strip()))
+    name = (name or "").strip()
+    if "\x00" in name or len(name) > 80:  # PostgreSQL refuses NUL in text; no account has such a name
+        name = ""
+    user = db.scalar(select(User).where(User.name == name)) if name else None
     if user is None:
         check_password_hash(_DUMMY_HASH, password or "")
         return None

@@ -40,6 +40,9 @@ CONTEXT_FIELDS = (
     "ttl",
 )
 ORDER_ACTIONS = ("select", "init", "confirm")
+# What the message log's columns hold (PostgreSQL enforces VARCHAR lengths; no NUL in text anywhere).
+FIELD_LIMIT = {"transaction_id": 100, "message_id": 100, "bap_id": 200}
+FIELD_LIMIT = {name: FIELD_LIMIT.get(name, 2000) for name in CONTEXT_FIELDS}
 
 
 def nack(code: str, message: str, paths: str = "", status: int = 400, challenge: bool = False):
@@ -66,6 +69,8 @@ def envelope_error(action: str, body) -> tuple[str, str] | None:
     for name in CONTEXT_FIELDS:
         if not context.get(name):
             return f"context.{name}", f"context.{name} is required"
+        if not isinstance(context[name], str) or "\x00" in context[name] or len(context[name]) > FIELD_LIMIT[name]:
+            return f"context.{name}", f"context.{name} must be text of at most {FIELD_LIMIT[name]} characters"
     if action != "search" and not (context.get("bpp_id") and context.get("bpp_uri")):
         return "context.bpp_id", "context.bpp_id and context.bpp_uri are required after search"
     if context["action"] != action:

@@ -156,8 +156,12 @@ def list_jobs(
         query = query.where(Job.status == status)
     if region:
         key = region.strip().lower()
+        if key != "national" and not (key.isascii() and key.isdigit() and 1 <= int(key) <= 17):
+            raise ValidationFailed([{"field": "region", "message": "region is 'national' or 1-17"}])
         # planned there, or allowed there (regions is a JSON list: match its quoted element in the text)
         query = query.where(or_(Job.planned_region == key, cast(Job.regions, String).contains(f'"{key}"')))
+    if q and ("\x00" in q or len(q) > 200):
+        raise ValidationFailed([{"field": "q", "message": "q is up to 200 characters of text"}])
     if q:
         query = query.where(Job.name.ilike(f"%{q.strip()}%"))
     return list(db.scalars(query))

@@ -197,3 +197,9 @@ def test_earliest_start_in_the_past_means_now(api):
 def test_huge_asset_id_is_422_not_500(api):
     response = api.post("/api/v1/plan", json={**JOB, "regions": None, "asset_id": 83310590144241174210150400})
     assert response.status_code == 422 and response.get_json()["errors"][0]["field"] == "asset_id"
+
+
+@pytest.mark.parametrize(("query", "field"), [("region=%00q", "region"), ("region=99", "region"), ("q=a%00b", "q")])
+def test_bad_list_filters_are_422(api, query, field):
+    response = api.get(f"/api/v1/jobs?{query}")
+    assert response.status_code == 422 and response.get_json()["errors"][0]["field"] == field

@@ -195,6 +195,8 @@ def test_wrong_algorithm_and_foreign_key_are_refused(bpp, keys, bap):
         ("select", {"message": {"order": {"items": []}}}, "message.order.items"),
         ("status", {"message": {}}, "message.order_id"),
         ("select", {"context": {"action": "init"}}, "context.action"),
+        ("search", {"context": {"transaction_id": "x" * 101}}, "context.transaction_id"),
+        ("search", {"context": {"message_id": "a\u0000b"}}, "context.message_id"),
     ],
 )
 def test_bad_envelopes_get_a_nack_naming_the_path(bpp, keys, bap, action, change, path):

@@ -118,6 +118,8 @@ def test_login_needs_csrf_and_the_right_password(app, api_token, client):
         "/login", data={"name": "zed", "password": PASSWORD, "csrf_token": csrf_token(client, "/login")}
     )
     assert unknown.status_code == 401
+    nul = client.post("/login", data={"name": "a\x00b", "password": "x", "csrf_token": csrf_token(client, "/login")})
+    assert nul.status_code == 401  # not a 500 from PostgreSQL
 
 
 def test_login_redirects_only_to_local_paths(app, api_token):
