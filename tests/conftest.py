@@ -176,3 +176,20 @@ def postgres_url():
         connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
     yield url, engine
     engine.dispose()
+
+
+def planned_load(app) -> dict:
+    """kW planned per half-hour start across all scheduled jobs (to check caps)."""
+    from scheduler import chunks_of
+    from storage import Job, get_db
+    from timeutil import SLOT
+
+    load: dict = {}
+    with app.app_context():
+        for job in get_db().query(Job).filter(Job.status == "scheduled"):
+            for start, end in chunks_of(job):
+                cursor = start
+                while cursor < end:
+                    load[cursor] = load.get(cursor, 0) + job.power_kw
+                    cursor += SLOT
+    return load

@@ -14,11 +14,10 @@ from werkzeug.wrappers import Request, Response
 
 import beckn_auth
 from beckn_routes import new_context
-from conftest import _make_app, bearer_client, make_user
+from conftest import _make_app, bearer_client, make_user, planned_load
 from flexibility import add_subscriber
 from scheduler import chunks_of
 from storage import FlexOrder, Job, get_db
-from timeutil import SLOT
 
 BAP_ID, BAP_KEY = "bap.test.example", "bap-key-1"
 
@@ -275,15 +274,7 @@ def test_a_buyer_walks_search_to_cancel_and_the_plan_honours_the_turn_down(bpp, 
     assert after <= max(before - kw, 0) + 1e-6  # the committed kW left the window
     for job in api.get("/api/v1/jobs").get_json():
         assert job["placement"]["end"] <= job["deadline"]  # deadlines kept
-    with bpp.app_context():
-        load = {}
-        for job in get_db().query(Job).filter(Job.status == "scheduled"):
-            for a, b in chunks_of(job):
-                cursor = a
-                while cursor < b:
-                    load[cursor] = load.get(cursor, 0) + job.power_kw
-                    cursor += SLOT
-        assert max(load.values()) <= 100  # cap kept
+    assert max(planned_load(bpp).values()) <= 100  # cap kept
     decisions = audit(bpp)
     moved = [d for d in decisions if d["kind"] == "replan" and d.get("order_id") == order_id]
     assert moved and any(d["kind"] == "beckn_order" for d in decisions)

@@ -12,6 +12,7 @@ from receiver import Receiver
 
 import fleet
 import policy_agent as pa
+from conftest import planned_load
 from storage import Dispatch, Job, get_db
 from test_api_jobs import decisions
 from timeutil import SLOT
@@ -198,17 +199,7 @@ def test_asset_cap_is_never_over_committed_by_submissions_or_replans(api, app):
     full = [r for r in placed if r.status_code == 409]
     assert full and full[0].get_json()["errors"][0]["field"] == "capacity"
     tick(app, replan=True)
-    with app.app_context():
-        load = {}
-        for job in get_db().query(Job).filter(Job.status == "scheduled"):
-            from scheduler import chunks_of
-
-            for start, end in chunks_of(job):
-                cursor = start
-                while cursor < end:
-                    load[cursor] = load.get(cursor, 0) + job.power_kw
-                    cursor += SLOT
-    assert max(load.values()) <= 100
+    assert max(planned_load(app).values()) <= 100
 
 
 @st.composite
