@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+from contextlib import contextmanager
 from datetime import timedelta
 
 import click
@@ -13,6 +15,20 @@ from energy_agent import PostcodePending, SignalUnavailable
 from regions import RegionError, parse_region
 from storage import get_db
 from timeutil import floor_slot, to_london
+
+
+@contextmanager
+def committed():
+    """The command's database session, committed at the end; an AuthError becomes a usage error."""
+    from auth import AuthError
+
+    db = get_db()
+    try:
+        yield db
+        db.commit()
+    except AuthError as exc:
+        db.rollback()
+        raise click.UsageError(str(exc)) from exc
 
 
 @click.group(cls=AppGroup)
@@ -213,18 +229,14 @@ def users():
 @click.option("--password-stdin", is_flag=True, help="read the password from standard input (for scripts)")
 def create_user_command(name: str, admin: bool, password_stdin: bool):
     """Create an operator; the password is asked for (twice) unless --password-stdin."""
-    from auth import AuthError, create_user
+    from auth import create_user
 
     if password_stdin:
         password = click.get_text_stream("stdin").readline().rstrip("\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    db = get_db()
-    try:
+    with committed() as db:
         user = create_user(db, name, password, current_app.config["CLOCK"](), admin=admin)
-        db.commit()
-    except AuthError as exc:
-        raise click.UsageError(str(exc)) from exc
     click.echo(f"created {'admin ' if user.is_admin else ''}user {user.name} (id {user.id})")
 
 
@@ -238,14 +250,10 @@ def tokens():
 @click.option("--label", default="", help="what the token is for")
 def create_token_command(name: str, label: str):
     """Create a token for user NAME; the token is the last line printed, and is shown only once."""
-    from auth import AuthError, create_token
+    from auth import create_token
 
-    db = get_db()
-    try:
+    with committed() as db:
         row, token = create_token(db, name, current_app.config["CLOCK"](), label)
-        db.commit()
-    except AuthError as exc:
-        raise click.UsageError(str(exc)) from exc
     click.echo(f"token {row.id} for {name} ({row.prefix}…); store it now, it is not shown again:")
     click.echo(token)
 
@@ -267,14 +275,10 @@ def list_tokens_command():
 @click.argument("token_id", type=int)
 def revoke_token_command(token_id: int):
     """Revoke a token by its id (see `tokens list`)."""
-    from auth import AuthError, revoke_token
+    from auth import revoke_token
 
-    db = get_db()
-    try:
+    with committed() as db:
         revoke_token(db, token_id, current_app.config["CLOCK"]())
-        db.commit()
-    except AuthError as exc:
-        raise click.UsageError(str(exc)) from exc
     click.echo(f"token {token_id} revoked")
 
 
@@ -339,15 +343,8 @@ def export_jobs(fmt: str):
             else:
                 click.echo(
                     f"sbatch --begin={start:%Y-%m-%dT%H:%M:%S} --time={minutes // 60:02d}:{minutes % 60:02d}:00 "
-                    f"--job-name={shlex_quote(job.name)} {label}.sh  # times UTC"
+                    f"--job-name={shlex.quote(job.name)} {label}.sh  # times UTC"
                 )
-
-
-def shlex_quote(text: str) -> str:
-    """A shell-safe single argument."""
-    import shlex
-
-    return shlex.quote(text)
 
 
 @click.command("run-job", context_settings={"ignore_unknown_options": True})

@@ -26,7 +26,7 @@ from energy_agent import EnergyAgent, PostcodePending, SignalUnavailable
 from models import MAX_DURATION_MINUTES, JobSpec, PlanOut, PlanSpec, Signal
 from regions import NATIONAL, REGION_NAMES, RegionError, parse_region
 from storage import Asset, Dispatch, DispatchEvent, Job, Offer, checkpoint_audit
-from timeutil import SLOT, ceil_slot, floor_slot
+from timeutil import SLOT, ceil_slot, floor_slot, parse_utc
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +129,6 @@ def to_series(key: str, signal: Signal) -> policy_agent.Series:
 
 def chunks_of(job: Job) -> list[tuple[datetime, datetime]]:
     """The planned runs of a job, from its stored plan."""
-    from timeutil import parse_utc
-
     slots = (job.plan or {}).get("placement", {}).get("slots", [])
     return [(parse_utc(c["start"]), parse_utc(c["end"])) for c in slots]
 

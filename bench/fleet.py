@@ -6,7 +6,7 @@ prices; objective least carbon. The site's cap is set to bind: CAP_FACTOR (2) x 
 36 h. Prints time, gap, carbon and cost against (a) every job at its earliest start and (b) every job planned
 alone, and how far (b) breaks the cap.
 
-    python bench/fleet.py [JOBS ...]        (default: 1000 10000)
+    python bench/fleet.py [JOBS ...] [--cap-factor F]     (default: 1000 10000, F = 2)
 """
 
 from __future__ import annotations
@@ -79,12 +79,12 @@ def totals(series: pa.Series, jobs: list[fleet.FleetJob], placements: dict) -> t
     return kg, gbp, load
 
 
-def run(count: int) -> None:
+def run(count: int, cap_factor: float = CAP_FACTOR) -> None:
     """One fleet size: solve, then compare with the two simple strategies."""
     series = real_series()
     jobs = job_mix(count, random.Random(SEED + count))
     energy = sum(fj.job.power_kw * fj.job.slots * 0.5 for fj in jobs)
-    cap = round(CAP_FACTOR * energy / (HORIZON / SLOT * 0.5), 1)
+    cap = round(cap_factor * energy / (HORIZON / SLOT * 0.5), 1)
     headroom = np.full(len(series.starts), cap)
     limit, target = LIMITS.get(count, (30.0, 0.01))
 
@@ -123,9 +123,15 @@ def run(count: int) -> None:
 
 
 def main() -> None:
-    """Run the sizes given on the command line."""
-    for count in [int(a) for a in sys.argv[1:]] or [1000, 10000]:
-        run(count)
+    """Run the sizes given on the command line (and an optional cap factor)."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("jobs", type=int, nargs="*", default=[1000, 10000])
+    parser.add_argument("--cap-factor", type=float, default=CAP_FACTOR, help="cap = F x the mean load")
+    args = parser.parse_args()
+    for count in args.jobs:
+        run(count, args.cap_factor)
 
 
 if __name__ == "__main__":
